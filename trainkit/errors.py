@@ -1,0 +1,70 @@
+"""Errors raised by trainkit.
+
+Every error is a :class:`TrainkitError` *and* the builtin exception it refines, so
+``except ValueError`` in existing code keeps working while ``except TrainkitError``
+catches everything trainkit raises on purpose.
+
+Messages are built before raising and always say four things: which argument (or step,
+or file), the value received, what was expected, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "TrainkitError",
+    "ConfigError",
+    "UnsupportedOptionError",
+    "StaleStateError",
+    "NonFiniteError",
+    "CheckpointError",
+]
+
+
+class TrainkitError(Exception):
+    """Base class of every error trainkit raises deliberately."""
+
+
+class ConfigError(TrainkitError, ValueError):
+    """An argument or option has a value trainkit cannot use."""
+
+
+class UnsupportedOptionError(ConfigError):
+    """An option exists (e.g. in ``transformers.TrainingArguments``) but trainkit does not support it."""
+
+
+class StaleStateError(TrainkitError, RuntimeError):
+    """A :class:`~trainkit.TrainState` was used after a step consumed it (see the donation contract)."""
+
+
+class NonFiniteError(TrainkitError, FloatingPointError):
+    """A loss or gradient norm was NaN or infinite; the parameters were left unchanged."""
+
+
+class CheckpointError(TrainkitError, OSError):
+    """A checkpoint is missing, incomplete, corrupted or does not match the model."""
+
+
+def closest_names(value: str, known: Iterable[str], *, n: int = 3) -> list[str]:
+    """Return up to ``n`` names from ``known`` that look like ``value``, best first.
+
+    Used to turn "unknown name" errors into "did you mean ...?" errors.
+
+    Args:
+        value: the name that was not found.
+        known: the valid names.
+        n: how many suggestions at most.
+
+    Returns:
+        The closest names (case-insensitive match), possibly empty.
+
+    Example:
+        >>> closest_names("adamw_troch", ["adamw_torch", "sgd", "adafactor"])
+        ['adamw_torch']
+    """
+    known = list(known)
+    by_lower = {k.lower(): k for k in known}
+    matches = difflib.get_close_matches(str(value).lower(), list(by_lower), n=n, cutoff=0.5)
+    return [by_lower[m] for m in matches]

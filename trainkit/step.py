@@ -1,0 +1,537 @@
+"""One optimizer update (:func:`train_step`) and one evaluation batch (:func:`eval_step`).
+
+The data flow of :func:`train_step` (see ``DESIGN.md``)::
+
+    window of k micro-batches ─► count label items over the window (shifted for causal LMs)
+      for each micro-batch: seed(seed, step, i) ─► autocast ─► forward ─► loss share ─► backward
+      ─► total grad norm ─► non-finite? raise or skip, parameters untouched
+      ─► clip ─► lr = base_lr × schedule(step) ─► optimizer.step() ─► zero_grad ─► new record
+
+Why the loss is weighted by label items: a model's loss is a *mean* over its label items
+(tokens that are not -100). Averaging k micro-batch means treats a micro-batch with 3 real
+tokens like one with 300, so accumulation would not equal training on the union. Counting
+the items of the whole window first and giving each micro-batch ``items_i / items_window`` of
+the weight (or passing ``num_items_in_batch`` to a model or ``compute_loss_func`` that
+normalises by it) makes k micro-batches exactly one batch of their union.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+import torch
+from torch import nn
+
+from trainkit.errors import ConfigError, NonFiniteError
+from trainkit.seeding import derive_seed
+from trainkit.state import Progress, TrainState
+
+__all__ = ["StepOutput", "EvalOutput", "train_step", "eval_step"]
+
+IGNORE_INDEX = -100
+LossFn = Callable[[nn.Module, Any], Any]
+
+
+@attrs.frozen
+class StepOutput:
+    """What one :func:`train_step` reports.
+
+    Attributes:
+        loss: the window's loss (mean over its label items), a detached 0-d tensor.
+        grad_norm: the total L2 norm of the gradients *before* clipping, a detached 0-d tensor.
+        lr: the learning rate of the first parameter group used by this update.
+        lrs: the learning rate of every parameter group.
+        num_items: label items in the window (tokens or examples; samples when there are no labels).
+        num_samples: examples in the window.
+        skipped: True if the update was not applied (non-finite values, or the fp16 grad
+            scaler found an overflow); parameters and optimizer state are then unchanged.
+        aux: what a ``loss_fn`` returned beside the loss, one entry per micro-batch, else None.
+    """
+
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    lr: float
+    lrs: tuple[float, ...]
+    num_items: int
+    num_samples: int
+    skipped: bool
+    aux: tuple[Any, ...] | None = None
+
+
+@attrs.frozen
+class EvalOutput:
+    """What one :func:`eval_step` returns (all detached).
+
+    Attributes:
+        loss: the batch's mean loss (a 0-d tensor), or None when the batch has no labels.
+        logits: the model's outputs other than the loss: one tensor, or a tuple of them.
+        labels: the batch's labels (a tensor, a tuple for several label names), or None.
+    """
+
+    loss: torch.Tensor | None
+    logits: Any
+    labels: Any
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def _is_window(batch: Any) -> bool:
+    """A window is a list/tuple whose items are batches (mappings, or sequences of tensors)."""
+    if not isinstance(batch, (list, tuple)) or not batch:
+        return False
+    return all(isinstance(b, Mapping) or (isinstance(b, (list, tuple)) and not _is_leaf(b)) for b in batch)
+
+
+def _is_leaf(seq: Sequence[Any]) -> bool:
+    return any(isinstance(x, torch.Tensor) for x in seq)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _labels_of(batch: Any, label_names: Sequence[str]) -> torch.Tensor | None:
+    if isinstance(batch, Mapping):
+        for name in label_names:
+            value = batch.get(name)
+            if isinstance(value, torch.Tensor):
+                return value
+    return None
+
+
+def _num_samples(batch: Any) -> int:
+    values = batch.values() if isinstance(batch, Mapping) else batch
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    return 1
+
+
+def _count_items(batch: Any, label_names: Sequence[str], shift: bool) -> int:
+    """Label items the model's mean loss divides by: labels != -100, shifted for causal LMs."""
+    if isinstance(batch, Mapping) and isinstance(batch.get("shift_labels"), torch.Tensor):
+        return int(batch["shift_labels"].ne(IGNORE_INDEX).sum())
+    labels = _labels_of(batch, label_names)
+    if labels is None:
+        return _num_samples(batch)
+    if shift:
+        labels = labels[..., 1:]
+    return int(labels.ne(IGNORE_INDEX).sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# What the model is: computed once per model instance, then looked up.
+
+_MODEL_FACTS: weakref.WeakKeyDictionary[nn.Module, tuple[bool, bool]] = weakref.WeakKeyDictionary()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # DistributedDataParallel and similar wrappers keep the real model in `.module`.
+    return getattr(model, "module", model) if hasattr(model, "no_sync") else model
+
+
+def _model_facts(model: nn.Module) -> tuple[bool, bool]:
+    """(accepts num_items_in_batch, loss shifts labels) for ``model``, cached per instance."""
+    facts = _MODEL_FACTS.get(model)
+    if facts is None:
+        inner = _unwrap(model)
+        # Only an explicit opt-in counts. transformers' own heuristic (forward takes **kwargs)
+        # is wrong for models that compute their own mean loss: BertForSequenceClassification
+        # (transformers 5.24) takes **kwargs yet ignores num_items_in_batch, so accumulation
+        # trusting it would sum k means. Weighting each mean by its item share is exact for
+        # every model whose loss is a mean over its label items, so it is the default.
+        params = inspect.signature(inner.forward).parameters
+        accepts = getattr(inner, "accepts_loss_kwargs", None) is True or "num_items_in_batch" in params
+        facts = (accepts, _shifts_labels(inner))
+        _MODEL_FACTS[model] = facts
+    return facts
+
+
+def _is_pretrained(model: nn.Module) -> bool:
+    return any(c.__name__ == "PreTrainedModel" for c in type(model).__mro__)
+
+
+def _shifts_labels(model: nn.Module) -> bool:
+    """Whether the model's loss predicts label[i + 1] at position i (a decoder-only causal LM)."""
+    if not _is_pretrained(model):
+        return False
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        return True
+    return LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+
+
+def _loss_from_outputs(outputs: Any, batch: Any) -> torch.Tensor:
+    if isinstance(outputs, torch.Tensor):
+        loss = outputs
+    elif isinstance(outputs, Mapping):
+        if outputs.get("loss") is None:
+            given = sorted(batch) if isinstance(batch, Mapping) else f"{type(batch).__name__}"
+            raise ConfigError(
+                f"train_step: the model's output has no 'loss' (keys: {sorted(outputs)}; batch "
+                f"keys: {given}). Give the batch its labels (e.g. a 'labels' column, or set "
+                f"label_names), or pass loss_fn=(model, batch) -> loss or compute_loss_func="
+                f"(outputs, labels, num_items_in_batch) -> loss."
+            )
+        loss = outputs["loss"]
+    elif isinstance(outputs, (list, tuple)) and outputs and isinstance(outputs[0], torch.Tensor):
+        loss = outputs[0]
+    else:
+        raise ConfigError(
+            f"train_step: cannot find a loss in the model's output of type {type(outputs).__name__}. "
+            f"Return a dict/ModelOutput with 'loss', or pass loss_fn=(model, batch) -> loss."
+        )
+    return _check_scalar(loss, "the model's loss")
+
+
+def _check_scalar(loss: Any, what: str) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.is_floating_point():
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ConfigError(
+            f"train_step: {what} must be a floating-point scalar tensor; got {shape}. "
+            f"Reduce it to a mean over the batch (e.g. `loss.mean()`)."
+        )
+    return loss.reshape(())
+
+
+def _forward_loss(
+    model: nn.Module,
+    batch: Any,
+    *,
+    loss_fn: LossFn | None,
+    compute_loss_func: Callable[..., torch.Tensor] | None,
+    label_names: Sequence[str],
+    num_items: torch.Tensor | None,
+) -> tuple[torch.Tensor, Any]:
+    """Run one micro-batch forward; return (loss, aux). ``num_items`` set: loss is normalised by it."""
+    if loss_fn is not None:
+        result = loss_fn(model, batch)
+        if isinstance(result, tuple):
+            return _check_scalar(result[0], "loss_fn's loss"), result[1] if len(result) == 2 else result[1:]
+        return _check_scalar(result, "loss_fn's loss"), None
+    if not isinstance(batch, Mapping):
+        return _loss_from_outputs(model(*batch), batch), None
+    inputs = dict(batch)
+    labels = None
+    if compute_loss_func is not None:
+        labels = next((inputs.pop(n) for n in label_names if n in inputs), None)
+    if num_items is not None:
+        inputs["num_items_in_batch"] = num_items
+    outputs = model(**inputs)
+    if compute_loss_func is not None:
+        loss = compute_loss_func(outputs, labels, num_items_in_batch=num_items)
+        return _check_scalar(loss, "compute_loss_func's loss"), None
+    return _loss_from_outputs(outputs, batch), None
+
+
+def _autocast(state: TrainState, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if state.precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if state.precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _private_rng(device: torch.device):
+    """Run a block on forked RNG streams of the CPU and the model's device only.
+
+    Seeding through the device's own generator (not ``torch.manual_seed``) leaves every other
+    device's stream untouched; ``fork_rng`` restores both streams afterwards.
+    """
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        yield lambda seed: _seed_streams(seed, cuda)
+
+
+def _seed_streams(seed: int, cuda: list[int]) -> None:
+    torch.random.default_generator.manual_seed(seed)
+    for index in cuda:
+        torch.cuda.default_generators[index].manual_seed(seed)
+
+
+def _lrs_for(state: TrainState, step: int) -> tuple[float, ...] | None:
+    schedule = state.schedule
+    if schedule is None:
+        return None
+    if callable(schedule):
+        multiplier = schedule(step)
+        return tuple(base * multiplier for base in state.base_lrs)
+    return tuple(base * f(step) for base, f in zip(state.base_lrs, schedule))
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+def train_step(
+    state: TrainState,
+    batch: Any,
+    *,
+    max_grad_norm: float | None = None,
+    loss_fn: LossFn | None = None,
+    compute_loss_func: Callable[..., torch.Tensor] | None = None,
+    label_names: Sequence[str] = ("labels",),
+    shift_labels: bool | None = None,
+    on_nonfinite: Literal["raise", "skip"] = "raise",
+) -> tuple[TrainState, StepOutput]:
+    """Apply one optimizer update and return the next state; ``state`` is consumed.
+
+    Args:
+        state: a live :class:`~trainkit.TrainState`. Its parameters and optimizer moments are
+            updated in place and handed to the returned state (donation).
+        batch: one batch (a mapping of tensors passed as ``model(**batch)``, or a tuple passed
+            as ``model(*batch)``), or a window of k batches (a list/tuple of them) whose
+            gradients are accumulated into this one update.
+        max_grad_norm: clip the total gradient L2 norm to this value; ``None`` or ``0`` disables.
+        loss_fn: ``(model, batch) -> loss`` or ``(loss, aux)``, replacing ``model(**batch).loss``;
+            its loss must be the micro-batch's mean over its label items (or samples).
+        compute_loss_func: transformers' hook ``(outputs, labels, num_items_in_batch) -> loss``:
+            the labels are taken out of the batch, and the loss must be normalised by
+            ``num_items_in_batch`` (the window's label items).
+        label_names: the batch keys holding labels, first found wins.
+        shift_labels: whether the loss predicts ``labels[..., 1:]`` (causal LM); ``None``
+            detects it as transformers does.
+        on_nonfinite: ``"raise"`` a :class:`~trainkit.NonFiniteError` on a NaN/inf loss or
+            gradient norm, or ``"skip"`` the update (the ``skipped`` counter grows; ``step`` and
+            the schedule do not advance). Either way parameters and optimizer state are untouched.
+
+    Returns:
+        ``(new_state, output)``: the successor state and a :class:`StepOutput`.
+
+    Raises:
+        StaleStateError: if ``state`` was already consumed.
+        NonFiniteError: on a non-finite loss or gradient with ``on_nonfinite="raise"`` (the
+            state is then *not* consumed and the gradients are cleared).
+        ConfigError: if the batch or the loss cannot be used (the message says which and why).
+
+    Example:
+        >>> import torch
+        >>> from trainkit import init_state, train_step
+        >>> model = torch.nn.Linear(3, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> state = init_state(model, opt, seed=0)
+        >>> loss_fn = lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1])
+        >>> batch = (torch.ones(4, 3), torch.zeros(4, 1))
+        >>> state, out = train_step(state, batch, loss_fn=loss_fn)
+        >>> state.progress.step, out.num_samples, out.skipped
+        (1, 4, False)
+    """
+    if on_nonfinite not in ("raise", "skip"):
+        raise ConfigError(
+            f"train_step(on_nonfinite=...): expected 'raise' or 'skip', got {on_nonfinite!r}."
+        )
+    model, optimizer, scaler = state.model, state.optimizer, state.scaler
+    window = list(batch) if _is_window(batch) else [batch]
+    step = state.progress.step
+    accepts_num_items, auto_shift = _model_facts(model)
+    shift = auto_shift if shift_labels is None else shift_labels
+
+    # Items are counted on the host-side batch before it moves, so counting never waits on a device.
+    counts = [_count_items(b, label_names, shift) for b in window]
+    total_items = sum(counts)
+    num_samples = sum(_num_samples(b) for b in window)
+    has_labels = _labels_of(window[0], label_names) is not None
+    # Either the loss is already normalised by the window's items (model or compute_loss_func
+    # divides by num_items_in_batch), or we weight each micro-batch's mean by its share.
+    prenormalised = compute_loss_func is not None or (loss_fn is None and has_labels and accepts_num_items)
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    device = params[0].device if params else torch.device("cpu")
+    num_items = torch.tensor(total_items, device=device) if prenormalised else None
+    if not model.training:
+        model.train()
+
+    try:
+        losses: list[torch.Tensor] = []
+        aux: list[Any] = []
+        with _private_rng(device) as seed_streams:
+            for i, (micro, count) in enumerate(zip(window, counts)):
+                if not prenormalised and count == 0:
+                    continue  # a micro-batch with no label item carries no weight
+                seed_streams(derive_seed(state.seed, step, i))
+                last = i == len(window) - 1
+                sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+                with sync:
+                    with _autocast(state, device):
+                        loss, extra = _forward_loss(
+                            model,
+                            _to_device(micro, device),
+                            loss_fn=loss_fn,
+                            compute_loss_func=compute_loss_func,
+                            label_names=label_names,
+                            num_items=num_items,
+                        )
+                    if not prenormalised:
+                        loss = loss * (count / total_items)
+                    scaled = scaler.scale(loss) if scaler is not None else loss
+                    scaled.backward(create_graph=state.create_graph)
+                losses.append(loss.detach())
+                aux.append(extra)
+        window_loss = torch.stack(losses).sum() if losses else torch.tensor(float("nan"))
+
+        grads = [p.grad for p in params if p.grad is not None]
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        finite = scaler is not None or bool(torch.isfinite(grad_norm) & torch.isfinite(window_loss))
+        skipped = not finite
+        if not finite and on_nonfinite == "raise":
+            raise NonFiniteError(
+                f"train_step: step {step} produced a non-finite loss ({float(window_loss)}) or "
+                f"gradient norm ({float(grad_norm)}){'; the window had no label items' if total_items == 0 else ''}. "
+                f"Parameters and optimizer state are unchanged and the state was not consumed. "
+                f"Check the data and learning rate, or pass on_nonfinite='skip' to skip such updates."
+            )
+        lrs = _lrs_for(state, step)
+        # Read before the update: an opaque scheduler changes the groups' rates after it.
+        used = lrs if lrs is not None else tuple(float(g["lr"]) for g in optimizer.param_groups)
+        if finite:
+            if max_grad_norm:
+                torch.nn.utils.clip_grads_with_norm_(params, max_grad_norm, grad_norm)
+            if lrs is not None:
+                for group, lr in zip(optimizer.param_groups, lrs):
+                    group["lr"] = lr
+            if scaler is not None:
+                scale = scaler.get_scale()
+                scaler.step(optimizer)
+                scaler.update()
+                skipped = scaler.get_scale() < scale  # the scaler found an overflow and skipped
+            else:
+                optimizer.step()
+            opaque = state.lr_scheduler
+            if opaque is not None and not skipped and not isinstance(opaque, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                opaque.step()
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+
+    p = state.progress
+    progress = Progress(
+        step=p.step + (0 if skipped else 1),
+        epoch=p.epoch,
+        position=p.position + len(window),
+        samples_seen=p.samples_seen + (0 if skipped else num_samples),
+        items_seen=p.items_seen + (0 if skipped else total_items),
+        skipped=p.skipped + (1 if skipped else 0),
+    )
+    output = StepOutput(
+        loss=window_loss,
+        grad_norm=grad_norm.detach(),
+        lr=used[0] if used else 0.0,
+        lrs=used,
+        num_items=total_items,
+        num_samples=num_samples,
+        skipped=skipped,
+        aux=tuple(aux) if loss_fn is not None and any(a is not None for a in aux) else None,
+    )
+    return state._successor(progress), output
+
+
+def eval_step(
+    state: TrainState,
+    batch: Any,
+    *,
+    loss_fn: LossFn | None = None,
+    compute_loss_func: Callable[..., torch.Tensor] | None = None,
+    label_names: Sequence[str] = ("labels",),
+    ignore_keys: Sequence[str] = (),
+) -> EvalOutput:
+    """Evaluate one batch without gradients; the state is *not* consumed.
+
+    The model runs in eval mode (dropout off); every submodule's train/eval flag is restored
+    afterwards, and the global RNG is left exactly as it was.
+
+    Args:
+        state: a live :class:`~trainkit.TrainState`.
+        batch: a mapping of tensors (``model(**batch)``) or a tuple (``model(*batch)``).
+        loss_fn: ``(model, batch) -> loss`` or ``(loss, aux)``; with it, ``logits`` is the aux.
+        compute_loss_func: transformers' ``(outputs, labels, num_items_in_batch) -> loss``.
+        label_names: the batch keys holding labels.
+        ignore_keys: output keys left out of ``logits`` (e.g. ``"past_key_values"``).
+
+    Returns:
+        An :class:`EvalOutput` of detached tensors.
+
+    Raises:
+        StaleStateError: if ``state`` was consumed by a step.
+
+    Example:
+        >>> import torch
+        >>> from trainkit import init_state, eval_step
+        >>> model = torch.nn.Linear(3, 2)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        >>> out = eval_step(state, (torch.ones(4, 3),), loss_fn=lambda m, b: (m(b[0]).pow(2).mean(), m(b[0])))
+        >>> tuple(out.logits.shape), model.training
+        ((4, 2), True)
+    """
+    model = state.model
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    modes = [(m, m.training) for m in model.modules()]
+    labels = _labels_of(batch, label_names)
+    model.eval()
+    try:
+        with torch.no_grad(), _private_rng(device), _autocast(state, device):
+            moved = _to_device(batch, device)
+            if loss_fn is not None:
+                result = loss_fn(model, moved)
+                loss, logits = result if isinstance(result, tuple) else (result, None)
+            else:
+                inputs = dict(moved) if isinstance(moved, Mapping) else None
+                if compute_loss_func is not None and inputs is not None:
+                    for name in label_names:
+                        inputs.pop(name, None)
+                outputs = model(**inputs) if inputs is not None else model(*moved)
+                loss = _eval_loss(outputs, labels, compute_loss_func, label_names, moved)
+                logits = _logits_of(outputs, ignore_keys)
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    detach = lambda t: t.detach() if isinstance(t, torch.Tensor) else t  # noqa: E731
+    return EvalOutput(
+        loss=detach(loss),
+        logits=tuple(detach(t) for t in logits) if isinstance(logits, tuple) else detach(logits),
+        labels=detach(labels),
+    )
+
+
+def _eval_loss(outputs: Any, labels: Any, compute_loss_func: Any, label_names: Sequence[str], batch: Any) -> Any:
+    if compute_loss_func is not None:
+        count = None if labels is None else labels.ne(IGNORE_INDEX).sum()
+        return compute_loss_func(outputs, _labels_of(batch, label_names), num_items_in_batch=count)
+    if isinstance(outputs, Mapping):
+        return outputs.get("loss")
+    if isinstance(outputs, (list, tuple)) and labels is not None:
+        return outputs[0]
+    return None
+
+
+def _logits_of(outputs: Any, ignore_keys: Sequence[str]) -> Any:
+    if isinstance(outputs, Mapping):
+        values = tuple(v for k, v in outputs.items() if k != "loss" and k not in ignore_keys)
+    elif isinstance(outputs, (list, tuple)):
+        values = tuple(outputs)
+    else:
+        values = (outputs,)
+    return values[0] if len(values) == 1 else values
