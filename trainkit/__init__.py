@@ -12,6 +12,8 @@ from trainkit.errors import (
     TrainkitError,
     UnsupportedOptionError,
 )
+from trainkit.optim import OPTIMIZER_NAMES, decay_parameter_names, make_optimizer, needs_create_graph, param_groups
+from trainkit.schedules import SCHEDULE_NAMES, Schedule, make_schedule, make_scheduler
 from trainkit.seeding import derive_seed
 from trainkit.state import Progress, TrainState, fork, init_state
 from trainkit.step import EvalOutput, StepOutput, eval_step, train_step
@@ -23,15 +25,24 @@ __all__ = [
     "ConfigError",
     "EvalOutput",
     "NonFiniteError",
+    "OPTIMIZER_NAMES",
+    "SCHEDULE_NAMES",
+    "Schedule",
     "Progress",
     "StaleStateError",
     "StepOutput",
     "TrainState",
     "TrainkitError",
     "UnsupportedOptionError",
+    "decay_parameter_names",
     "derive_seed",
     "eval_step",
     "fork",
     "init_state",
+    "make_optimizer",
+    "make_schedule",
+    "make_scheduler",
+    "needs_create_graph",
+    "param_groups",
     "train_step",
 ]

@@ -328,11 +328,26 @@ def init_state(
     )
 
 
+def _copy_optimizer(optimizer: torch.optim.Optimizer, memo: dict[int, Any]) -> torch.optim.Optimizer:
+    """Deep-copy an optimizer so that it refers to the parameters already copied into ``memo``.
+
+    ``Optimizer.__getstate__`` keeps only ``defaults``, ``state`` and ``param_groups``; a subclass
+    that keeps more (``torch_optimizer.Lookahead`` holds its base optimizer in ``.optimizer``)
+    would lose it, so the attributes it dropped are copied too, except the ``step`` wrapper an
+    LR scheduler installs, which points at the original optimizer.
+    """
+    copied = copy.deepcopy(optimizer, memo)
+    for name, value in vars(optimizer).items():
+        if name not in vars(copied) and not getattr(value, "_wrapped_by_lr_sched", False):
+            vars(copied)[name] = copy.deepcopy(value, memo)
+    return copied
+
+
 def fork(state: TrainState) -> TrainState:
     """Deep-copy everything ``state`` owns into a new, independent lineage.
 
     The model, optimizer (whose moments then refer to the *copied* parameters), grad scaler
-    and opaque LR scheduler are copied in one ``copy.deepcopy`` call, so shared references
+    and opaque LR scheduler are copied with one ``copy.deepcopy`` memo, so shared references
     (tied weights, the optimizer's parameters) stay shared inside the copy. ``state`` itself
     stays live. This costs a full copy of parameters and optimizer state: fork only when a
     branch is really needed (tests, look-ahead evaluation, what-if runs).
@@ -354,8 +369,10 @@ def fork(state: TrainState) -> TrainState:
         >>> copy_.model is state.model, torch.equal(copy_.model.weight, state.model.weight)
         (False, True)
     """
-    owned = (state.model, state.optimizer, state.scaler, state.lr_scheduler)
-    model, optimizer, scaler, lr_scheduler = copy.deepcopy(owned)
+    memo: dict[int, Any] = {}
+    model = copy.deepcopy(state.model, memo)
+    optimizer = _copy_optimizer(state.optimizer, memo)
+    scaler, lr_scheduler = copy.deepcopy((state.scaler, state.lr_scheduler), memo)
     return attrs.evolve(
         state,
         model=model,

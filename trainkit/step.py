@@ -281,6 +281,78 @@ def _lrs_for(state: TrainState, step: int) -> tuple[float, ...] | None:
     return tuple(base * f(step) for base, f in zip(state.base_lrs, schedule))
 
 
+def _accumulate(
+    state: TrainState,
+    model: nn.Module,
+    window: list[Any],
+    counts: list[int],
+    seed_streams: Callable[[int], None],
+    *,
+    device: torch.device,
+    prenormalised: bool,
+    num_items: torch.Tensor | None,
+    loss_fn: LossFn | None,
+    compute_loss_func: Callable[..., torch.Tensor] | None,
+    label_names: Sequence[str],
+) -> tuple[torch.Tensor, list[Any]]:
+    """Forward and backward every micro-batch of the window; return (window loss, aux values)."""
+    total_items = sum(counts)
+    scaler = state.scaler
+    losses: list[torch.Tensor] = []
+    aux: list[Any] = []
+    for i, (micro, count) in enumerate(zip(window, counts)):
+        if not prenormalised and count == 0:
+            continue  # a micro-batch with no label item carries no weight
+        seed_streams(derive_seed(state.seed, state.progress.step, i))
+        last = i == len(window) - 1
+        # DDP: only the last micro-batch of the window all-reduces gradients.
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with _autocast(state, device):
+                loss, extra = _forward_loss(
+                    model,
+                    _to_device(micro, device),
+                    loss_fn=loss_fn,
+                    compute_loss_func=compute_loss_func,
+                    label_names=label_names,
+                    num_items=num_items,
+                )
+            if not prenormalised:
+                loss = loss * (count / total_items)
+            (scaler.scale(loss) if scaler is not None else loss).backward(create_graph=state.create_graph)
+        losses.append(loss.detach())
+        aux.append(extra)
+    window_loss = torch.stack(losses).sum() if losses else torch.tensor(float("nan"))
+    return window_loss, aux
+
+
+def _update(
+    state: TrainState,
+    params: list[torch.Tensor],
+    grad_norm: torch.Tensor,
+    lrs: tuple[float, ...] | None,
+    max_grad_norm: float | None,
+) -> bool:
+    """Clip, set the learning rates, step the optimizer; return True if the update was skipped."""
+    optimizer, scaler, opaque = state.optimizer, state.scaler, state.lr_scheduler
+    if max_grad_norm:
+        torch.nn.utils.clip_grads_with_norm_(params, max_grad_norm, grad_norm)
+    if lrs is not None:
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+    skipped = False
+    if scaler is not None:
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        skipped = scaler.get_scale() < scale  # the scaler found an overflow and skipped
+    else:
+        optimizer.step()
+    if opaque is not None and not skipped and not isinstance(opaque, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        opaque.step()
+    return skipped
+
+
 # ---------------------------------------------------------------------------------------------
 # The step
 
@@ -362,67 +434,36 @@ def train_step(
     num_items = torch.tensor(total_items, device=device) if prenormalised else None
     if not model.training:
         model.train()
-
     try:
-        losses: list[torch.Tensor] = []
-        aux: list[Any] = []
         with _private_rng(device) as seed_streams:
-            for i, (micro, count) in enumerate(zip(window, counts)):
-                if not prenormalised and count == 0:
-                    continue  # a micro-batch with no label item carries no weight
-                seed_streams(derive_seed(state.seed, step, i))
-                last = i == len(window) - 1
-                sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-                with sync:
-                    with _autocast(state, device):
-                        loss, extra = _forward_loss(
-                            model,
-                            _to_device(micro, device),
-                            loss_fn=loss_fn,
-                            compute_loss_func=compute_loss_func,
-                            label_names=label_names,
-                            num_items=num_items,
-                        )
-                    if not prenormalised:
-                        loss = loss * (count / total_items)
-                    scaled = scaler.scale(loss) if scaler is not None else loss
-                    scaled.backward(create_graph=state.create_graph)
-                losses.append(loss.detach())
-                aux.append(extra)
-        window_loss = torch.stack(losses).sum() if losses else torch.tensor(float("nan"))
-
-        grads = [p.grad for p in params if p.grad is not None]
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-        finite = scaler is not None or bool(torch.isfinite(grad_norm) & torch.isfinite(window_loss))
-        skipped = not finite
-        if not finite and on_nonfinite == "raise":
-            raise NonFiniteError(
-                f"train_step: step {step} produced a non-finite loss ({float(window_loss)}) or "
-                f"gradient norm ({float(grad_norm)}){'; the window had no label items' if total_items == 0 else ''}. "
-                f"Parameters and optimizer state are unchanged and the state was not consumed. "
-                f"Check the data and learning rate, or pass on_nonfinite='skip' to skip such updates."
+            window_loss, aux = _accumulate(
+                state, model, window, counts, seed_streams,
+                device=device, prenormalised=prenormalised, num_items=num_items,
+                loss_fn=loss_fn, compute_loss_func=compute_loss_func, label_names=label_names,
             )
-        lrs = _lrs_for(state, step)
-        # Read before the update: an opaque scheduler changes the groups' rates after it.
-        used = lrs if lrs is not None else tuple(float(g["lr"]) for g in optimizer.param_groups)
-        if finite:
-            if max_grad_norm:
-                torch.nn.utils.clip_grads_with_norm_(params, max_grad_norm, grad_norm)
-            if lrs is not None:
-                for group, lr in zip(optimizer.param_groups, lrs):
-                    group["lr"] = lr
             if scaler is not None:
-                scale = scaler.get_scale()
-                scaler.step(optimizer)
-                scaler.update()
-                skipped = scaler.get_scale() < scale  # the scaler found an overflow and skipped
-            else:
-                optimizer.step()
-            opaque = state.lr_scheduler
-            if opaque is not None and not skipped and not isinstance(opaque, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                opaque.step()
+                scaler.unscale_(optimizer)
+            grads = [p.grad for p in params if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            # One host sync per step: the decision to update must be made before the update.
+            # Under fp16 the grad scaler owns overflow handling (it skips the step itself).
+            finite = scaler is not None or bool(torch.isfinite(grad_norm) & torch.isfinite(window_loss))
+            if not finite and on_nonfinite == "raise":
+                raise NonFiniteError(
+                    f"train_step: step {step} produced a non-finite loss ({float(window_loss)}) or "
+                    f"gradient norm ({float(grad_norm)})"
+                    f"{'; the window had no label items' if total_items == 0 else ''}. Parameters and "
+                    f"optimizer state are unchanged and the state was not consumed. Check the data and "
+                    f"learning rate, or pass on_nonfinite='skip' to skip such updates."
+                )
+            lrs = _lrs_for(state, step)
+            # Read before the update: an opaque scheduler changes the groups' rates after it.
+            used = lrs if lrs is not None else tuple(float(g["lr"]) for g in optimizer.param_groups)
+            skipped = True
+            if finite:
+                # Some optimizers draw random numbers too (Adahessian's Hutchinson probes).
+                seed_streams(derive_seed(state.seed, step, -1))
+                skipped = _update(state, params, grad_norm, lrs, max_grad_norm)
     finally:
         optimizer.zero_grad(set_to_none=True)
 
