@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.strategies import mlp, mlp_batch, seeds, slice_batch, splits, tiny_bert, tiny_gpt2, token_batches
-from trainkit import ConfigError, NonFiniteError, StaleStateError, eval_step, fork, init_state, train_step
+from trainkit import ConfigError, NonFiniteError, StaleStateError, StepHooks, eval_step, fork, init_state, train_step
 
 
 def _sgd_state(model, lr=1.0, **kw):
@@ -356,3 +356,36 @@ def test_window_without_label_items_is_nonfinite():
     batch["labels"][:] = -100
     with pytest.raises(NonFiniteError, match="no label items"):
         train_step(state, batch)
+
+
+@given(k=st.integers(1, 4), max_norm=st.floats(1e-3, 1.0))
+def test_hooks_fire_inside_the_step_in_transformers_order(k, max_norm):
+    """Property: on_micro_batch_end fires after each non-final micro-batch's backward, then
+    before_update sees the clipped gradients with parameters not yet changed, and after_update
+    sees the changed parameters."""
+    state = _sgd_state(mlp(), lr=0.5)
+    before = _params(state)
+    events = []
+
+    def on_micro(i):
+        events.append(("micro", i, all(p.grad is not None for p in state.model.parameters())))
+
+    def before_update():
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in state.model.parameters()]))
+        events.append(("before", norm.item() <= max_norm * (1 + 1e-9), _max_diff(before, _params(state)) == 0))
+
+    def after_update():
+        events.append(("after", _max_diff(before, _params(state)) > 0))
+
+    hooks = StepHooks(on_micro_batch_end=on_micro, before_update=before_update, after_update=after_update)
+    train_step(state, [mlp_batch(i, 3) for i in range(k)], max_grad_norm=max_norm, hooks=hooks)
+    assert events == [("micro", i, True) for i in range(k - 1)] + [("before", True, True), ("after", True)]
+
+
+def test_hooks_do_not_fire_for_a_skipped_update():
+    state = _sgd_state(mlp())
+    events = []
+    hooks = StepHooks(before_update=lambda: events.append("before"), after_update=lambda: events.append("after"))
+    bad = lambda m, b: m(**b)["loss"] * float("nan")  # noqa: E731
+    train_step(state, mlp_batch(0, 3), loss_fn=bad, on_nonfinite="skip", hooks=hooks)
+    assert events == []

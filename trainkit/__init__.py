@@ -16,7 +16,7 @@ from trainkit.optim import OPTIMIZER_NAMES, decay_parameter_names, make_optimize
 from trainkit.schedules import SCHEDULE_NAMES, Schedule, make_schedule, make_scheduler
 from trainkit.seeding import derive_seed
 from trainkit.state import Progress, TrainState, fork, init_state
-from trainkit.step import EvalOutput, StepOutput, eval_step, train_step
+from trainkit.step import EvalOutput, StepHooks, StepOutput, eval_step, train_step
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
     "Schedule",
     "Progress",
     "StaleStateError",
+    "StepHooks",
     "StepOutput",
     "TrainState",
     "TrainkitError",

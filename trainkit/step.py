@@ -31,7 +31,7 @@ from trainkit.errors import ConfigError, NonFiniteError
 from trainkit.seeding import derive_seed
 from trainkit.state import Progress, TrainState
 
-__all__ = ["StepOutput", "EvalOutput", "train_step", "eval_step"]
+__all__ = ["StepHooks", "StepOutput", "EvalOutput", "train_step", "eval_step"]
 
 IGNORE_INDEX = -100
 LossFn = Callable[[nn.Module, Any], Any]
@@ -61,6 +61,35 @@ class StepOutput:
     num_samples: int
     skipped: bool
     aux: tuple[Any, ...] | None = None
+
+
+@attrs.frozen
+class StepHooks:
+    """Callbacks that run *inside* one :func:`train_step`, where a loop cannot reach.
+
+    They exist so that a trainer can fire ``transformers`` callback events at the same points as
+    ``transformers.Trainer`` does, without a second copy of the step. Each is optional.
+
+    Attributes:
+        on_micro_batch_end: called with the index of each micro-batch but the last, after its
+            backward (``on_substep_end``).
+        before_update: called after clipping, just before ``optimizer.step()``
+            (``on_pre_optimizer_step``); not called for a skipped update.
+        after_update: called right after ``optimizer.step()`` (``on_optimizer_step``).
+
+    Example:
+        >>> calls = []
+        >>> hooks = StepHooks(before_update=lambda: calls.append("before"))
+        >>> hooks.after_update is None
+        True
+    """
+
+    on_micro_batch_end: Callable[[int], None] | None = None
+    before_update: Callable[[], None] | None = None
+    after_update: Callable[[], None] | None = None
+
+
+_NO_HOOKS = StepHooks()
 
 
 @attrs.frozen
@@ -281,49 +310,63 @@ def _lrs_for(state: TrainState, step: int) -> tuple[float, ...] | None:
     return tuple(base * f(step) for base, f in zip(state.base_lrs, schedule))
 
 
+@attrs.frozen
+class _Plan:
+    """What every micro-batch of one window shares."""
+
+    device: torch.device
+    total_items: int
+    prenormalised: bool  # the loss is already divided by the window's items (num_items_in_batch)
+    num_items: torch.Tensor | None
+    loss_fn: LossFn | None
+    compute_loss_func: Callable[..., torch.Tensor] | None
+    label_names: Sequence[str]
+
+
 def _accumulate(
     state: TrainState,
     model: nn.Module,
     window: list[Any],
     counts: list[int],
     seed_streams: Callable[[int], None],
-    *,
-    device: torch.device,
-    prenormalised: bool,
-    num_items: torch.Tensor | None,
-    loss_fn: LossFn | None,
-    compute_loss_func: Callable[..., torch.Tensor] | None,
-    label_names: Sequence[str],
+    plan: _Plan,
+    hooks: StepHooks,
 ) -> tuple[torch.Tensor, list[Any]]:
     """Forward and backward every micro-batch of the window; return (window loss, aux values)."""
-    total_items = sum(counts)
-    scaler = state.scaler
     losses: list[torch.Tensor] = []
     aux: list[Any] = []
     for i, (micro, count) in enumerate(zip(window, counts)):
-        if not prenormalised and count == 0:
-            continue  # a micro-batch with no label item carries no weight
-        seed_streams(derive_seed(state.seed, state.progress.step, i))
         last = i == len(window) - 1
-        # DDP: only the last micro-batch of the window all-reduces gradients.
-        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
-            with _autocast(state, device):
-                loss, extra = _forward_loss(
-                    model,
-                    _to_device(micro, device),
-                    loss_fn=loss_fn,
-                    compute_loss_func=compute_loss_func,
-                    label_names=label_names,
-                    num_items=num_items,
-                )
-            if not prenormalised:
-                loss = loss * (count / total_items)
-            (scaler.scale(loss) if scaler is not None else loss).backward(create_graph=state.create_graph)
-        losses.append(loss.detach())
-        aux.append(extra)
+        if plan.prenormalised or count > 0:  # a micro-batch with no label item carries no weight
+            seed_streams(derive_seed(state.seed, state.progress.step, i))
+            loss, extra = _micro_step(state, model, micro, count, last, plan)
+            losses.append(loss)
+            aux.append(extra)
+        if not last and hooks.on_micro_batch_end is not None:
+            hooks.on_micro_batch_end(i)
     window_loss = torch.stack(losses).sum() if losses else torch.tensor(float("nan"))
     return window_loss, aux
+
+
+def _micro_step(state: TrainState, model: nn.Module, micro: Any, count: int, last: bool, plan: _Plan) -> tuple[torch.Tensor, Any]:
+    """Forward and backward one micro-batch; return its (weighted, detached) loss and aux."""
+    scaler = state.scaler
+    # DDP: only the last micro-batch of the window all-reduces gradients.
+    sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+    with sync:
+        with _autocast(state, plan.device):
+            loss, extra = _forward_loss(
+                model,
+                _to_device(micro, plan.device),
+                loss_fn=plan.loss_fn,
+                compute_loss_func=plan.compute_loss_func,
+                label_names=plan.label_names,
+                num_items=plan.num_items,
+            )
+        if not plan.prenormalised:
+            loss = loss * (count / plan.total_items)
+        (scaler.scale(loss) if scaler is not None else loss).backward(create_graph=state.create_graph)
+    return loss.detach(), extra
 
 
 def _update(
@@ -332,6 +375,7 @@ def _update(
     grad_norm: torch.Tensor,
     lrs: tuple[float, ...] | None,
     max_grad_norm: float | None,
+    hooks: StepHooks,
 ) -> bool:
     """Clip, set the learning rates, step the optimizer; return True if the update was skipped."""
     optimizer, scaler, opaque = state.optimizer, state.scaler, state.lr_scheduler
@@ -341,6 +385,8 @@ def _update(
         for group, lr in zip(optimizer.param_groups, lrs):
             group["lr"] = lr
     skipped = False
+    if hooks.before_update is not None:
+        hooks.before_update()
     if scaler is not None:
         scale = scaler.get_scale()
         scaler.step(optimizer)
@@ -348,6 +394,8 @@ def _update(
         skipped = scaler.get_scale() < scale  # the scaler found an overflow and skipped
     else:
         optimizer.step()
+    if hooks.after_update is not None:
+        hooks.after_update()
     if opaque is not None and not skipped and not isinstance(opaque, torch.optim.lr_scheduler.ReduceLROnPlateau):
         opaque.step()
     return skipped
@@ -367,6 +415,7 @@ def train_step(
     label_names: Sequence[str] = ("labels",),
     shift_labels: bool | None = None,
     on_nonfinite: Literal["raise", "skip"] = "raise",
+    hooks: StepHooks | None = None,
 ) -> tuple[TrainState, StepOutput]:
     """Apply one optimizer update and return the next state; ``state`` is consumed.
 
@@ -388,6 +437,7 @@ def train_step(
         on_nonfinite: ``"raise"`` a :class:`~trainkit.NonFiniteError` on a NaN/inf loss or
             gradient norm, or ``"skip"`` the update (the ``skipped`` counter grows; ``step`` and
             the schedule do not advance). Either way parameters and optimizer state are untouched.
+        hooks: :class:`StepHooks` to call inside the step (trainers use them for callbacks).
 
     Returns:
         ``(new_state, output)``: the successor state and a :class:`StepOutput`.
@@ -436,11 +486,11 @@ def train_step(
         model.train()
     try:
         with _private_rng(device) as seed_streams:
-            window_loss, aux = _accumulate(
-                state, model, window, counts, seed_streams,
-                device=device, prenormalised=prenormalised, num_items=num_items,
-                loss_fn=loss_fn, compute_loss_func=compute_loss_func, label_names=label_names,
+            plan = _Plan(
+                device=device, total_items=total_items, prenormalised=prenormalised, num_items=num_items,
+                loss_fn=loss_fn, compute_loss_func=compute_loss_func, label_names=tuple(label_names),
             )
+            window_loss, aux = _accumulate(state, model, window, counts, seed_streams, plan, hooks or _NO_HOOKS)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             grads = [p.grad for p in params if p.grad is not None]
@@ -463,7 +513,7 @@ def train_step(
             if finite:
                 # Some optimizers draw random numbers too (Adahessian's Hutchinson probes).
                 seed_streams(derive_seed(state.seed, step, -1))
-                skipped = _update(state, params, grad_norm, lrs, max_grad_norm)
+                skipped = _update(state, params, grad_norm, lrs, max_grad_norm, hooks or _NO_HOOKS)
     finally:
         optimizer.zero_grad(set_to_none=True)
 
