@@ -389,3 +389,15 @@ def test_hooks_do_not_fire_for_a_skipped_update():
     bad = lambda m, b: m(**b)["loss"] * float("nan")  # noqa: E731
     train_step(state, mlp_batch(0, 3), loss_fn=bad, on_nonfinite="skip", hooks=hooks)
     assert events == []
+
+
+def test_eval_step_tuple_outputs_drop_the_loss_and_several_label_names_give_a_tuple():
+    """transformers' prediction_step rules: a tuple output leads with the loss, which is not a
+    logit; with several label names the labels are a tuple in label_names order."""
+    state = _sgd_state(tiny_bert())
+    batch = {"input_ids": torch.randint(1, 64, (3, 7), generator=torch.Generator().manual_seed(0)), "labels": torch.tensor([0, 1, 2])}
+    out = eval_step(state, {**batch, "return_dict": False})
+    expected = eval_step(state, batch)
+    assert isinstance(out.logits, torch.Tensor) and torch.equal(out.logits, expected.logits)
+    two = eval_step(state, {**batch, "extra": torch.tensor([5, 6, 7])}, label_names=("labels", "extra"))
+    assert isinstance(two.labels, tuple) and torch.equal(two.labels[1], torch.tensor([5, 6, 7]))

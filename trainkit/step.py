@@ -580,7 +580,7 @@ def eval_step(
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
     modes = [(m, m.training) for m in model.modules()]
-    labels = _labels_of(batch, label_names)
+    labels = _all_labels(batch, label_names)
     model.eval()
     try:
         with torch.no_grad(), _private_rng(device), _autocast(state, device):
@@ -594,8 +594,8 @@ def eval_step(
                     for name in label_names:
                         inputs.pop(name, None)
                 outputs = model(**inputs) if inputs is not None else model(*moved)
-                loss = _eval_loss(outputs, labels, compute_loss_func, label_names, moved)
-                logits = _logits_of(outputs, ignore_keys)
+                loss = _eval_loss(outputs, labels, compute_loss_func, label_names, moved, model)
+                logits = _logits_of(outputs, ignore_keys, has_loss=loss is not None)
     finally:
         for module, mode in modes:
             module.training = mode
@@ -603,14 +603,15 @@ def eval_step(
     return EvalOutput(
         loss=detach(loss),
         logits=tuple(detach(t) for t in logits) if isinstance(logits, tuple) else detach(logits),
-        labels=detach(labels),
+        labels=tuple(detach(t) for t in labels) if isinstance(labels, tuple) else detach(labels),
     )
 
 
-def _eval_loss(outputs: Any, labels: Any, compute_loss_func: Any, label_names: Sequence[str], batch: Any) -> Any:
+def _eval_loss(outputs: Any, labels: Any, compute_loss_func: Any, label_names: Sequence[str], batch: Any, model: nn.Module) -> Any:
     if compute_loss_func is not None:
-        count = None if labels is None else labels.ne(IGNORE_INDEX).sum()
-        return compute_loss_func(outputs, _labels_of(batch, label_names), num_items_in_batch=count)
+        first = _labels_of(batch, label_names)
+        count = None if first is None else torch.tensor(_count_items(batch, label_names, _model_facts(model)[1]))
+        return compute_loss_func(outputs, first, num_items_in_batch=count)
     if isinstance(outputs, Mapping):
         return outputs.get("loss")
     if isinstance(outputs, (list, tuple)) and labels is not None:
@@ -618,11 +619,19 @@ def _eval_loss(outputs: Any, labels: Any, compute_loss_func: Any, label_names: S
     return None
 
 
-def _logits_of(outputs: Any, ignore_keys: Sequence[str]) -> Any:
+def _all_labels(batch: Any, label_names: Sequence[str]) -> Any:
+    """transformers' rule: labels only when every label name is present; a tuple for several."""
+    if not isinstance(batch, Mapping) or not all(isinstance(batch.get(n), torch.Tensor) for n in label_names):
+        return None
+    found = tuple(batch[n] for n in label_names)
+    return found[0] if len(found) == 1 else found
+
+
+def _logits_of(outputs: Any, ignore_keys: Sequence[str], *, has_loss: bool) -> Any:
     if isinstance(outputs, Mapping):
         values = tuple(v for k, v in outputs.items() if k != "loss" and k not in ignore_keys)
     elif isinstance(outputs, (list, tuple)):
-        values = tuple(outputs)
+        values = tuple(outputs[1:] if has_loss else outputs)  # a tuple output leads with its loss
     else:
         values = (outputs,)
     return values[0] if len(values) == 1 else values
