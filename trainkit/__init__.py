@@ -4,6 +4,9 @@ The public API, re-exported; nothing else lives here. ``import trainkit`` never 
 ``transformers`` or ``datasets``: the features that need them import them when used.
 """
 
+from typing import Any
+
+from trainkit.args import TrainingArguments, from_hf
 from trainkit.errors import (
     CheckpointError,
     ConfigError,
@@ -12,6 +15,7 @@ from trainkit.errors import (
     TrainkitError,
     UnsupportedOptionError,
 )
+from trainkit.evaluation import EvalResult, evaluate, predict
 from trainkit.optim import OPTIMIZER_NAMES, decay_parameter_names, make_optimizer, needs_create_graph, param_groups
 from trainkit.schedules import SCHEDULE_NAMES, Schedule, make_schedule, make_scheduler
 from trainkit.seeding import derive_seed
@@ -20,10 +24,21 @@ from trainkit.step import EvalOutput, StepHooks, StepOutput, eval_step, train_st
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> Any:
+    # The Trainer needs transformers; importing it lazily keeps `import trainkit` light.
+    if name == "Trainer":
+        from trainkit.trainer import Trainer
+
+        return Trainer
+    raise AttributeError(f"module 'trainkit' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "EvalOutput",
+    "EvalResult",
     "NonFiniteError",
     "OPTIMIZER_NAMES",
     "SCHEDULE_NAMES",
@@ -33,17 +48,22 @@ __all__ = [
     "StepHooks",
     "StepOutput",
     "TrainState",
+    "Trainer",
+    "TrainingArguments",
     "TrainkitError",
     "UnsupportedOptionError",
     "decay_parameter_names",
     "derive_seed",
     "eval_step",
+    "evaluate",
     "fork",
+    "from_hf",
     "init_state",
     "make_optimizer",
     "make_schedule",
     "make_scheduler",
     "needs_create_graph",
     "param_groups",
+    "predict",
     "train_step",
 ]
