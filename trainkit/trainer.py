@@ -1,0 +1,447 @@
+"""``Trainer``: ``transformers.Trainer``'s interface, composed from trainkit's functional core.
+
+The class stores its arguments and wires the pure pieces together; it holds no step logic of
+its own. A training update is :func:`trainkit.train_step`; evaluation folds
+:func:`trainkit.eval_step` (:func:`trainkit.evaluation.evaluate`); the optimizer and schedule
+come from :func:`trainkit.make_optimizer` and :func:`trainkit.make_schedule`; data order and
+batching from :mod:`trainkit.data`; when to log, evaluate and save from :mod:`trainkit.cadence`
+(through ``transformers``' own callback handler, so ``TrainerCallback``s work unchanged).
+
+What is deliberately different from ``transformers.Trainer``: gradient accumulation weights
+each micro-batch by its label items (exact for every model), dropout is seeded per step, a
+NaN/inf loss raises before it reaches the parameters, and options trainkit does not support
+raise instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.trainer_callback import TrainerControl, TrainerState
+from transformers.trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, set_seed
+
+from trainkit import data as tkdata
+from trainkit.args import TrainingArguments, from_hf
+from trainkit.callbacks import make_callback_handler
+from trainkit.checkpoint import load_model_weights, rotate_checkpoints, save_model, write_checkpoint
+from trainkit.errors import ConfigError, UnsupportedOptionError
+from trainkit.evaluation import evaluate as evaluate_batches
+from trainkit.losses import label_smoothed_loss
+from trainkit.optim import make_optimizer
+from trainkit.schedules import make_schedule, make_scheduler
+from trainkit.state import TrainState, init_state
+from trainkit.step import StepHooks, train_step
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """A drop-in ``transformers.Trainer``: same constructor, same methods, same callbacks.
+
+    Example:
+        >>> import torch, tempfile
+        >>> from trainkit import Trainer, TrainingArguments
+        >>> class Regressor(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.linear = torch.nn.Linear(2, 1)
+        ...     def forward(self, x, labels=None):
+        ...         out = self.linear(x).squeeze(-1)
+        ...         return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+        >>> rows = [{"x": torch.randn(2), "labels": torch.tensor(1.0)} for _ in range(16)]
+        >>> args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=2, disable_tqdm=True,
+        ...                          save_strategy="no", logging_strategy="no", report_to="none")
+        >>> Trainer(model=Regressor(), args=args, train_dataset=rows).train().global_step
+        4
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: Any = None,
+        data_collator: Callable[[list[Any]], dict[str, Any]] | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        model_init: Callable[..., nn.Module] | None = None,
+        compute_loss_func: Callable | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list[Any] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.args = _convert_args(args)
+        if (model is None) == (model_init is None):
+            which = "both were given" if model is not None else "neither was given"
+            raise ConfigError(f"Trainer: pass exactly one of `model` or `model_init`; {which}.")
+        if optimizer_cls_and_kwargs is not None and optimizers != (None, None):
+            raise ConfigError("Trainer: pass either `optimizers=(optimizer, scheduler)` or `optimizer_cls_and_kwargs`, not both.")
+        if model_init is not None and optimizers[0] is not None:
+            raise ConfigError(
+                "Trainer: `optimizers` holds an optimizer over one model's parameters, but `model_init` builds a new "
+                "model for each train(). Use `optimizer_cls_and_kwargs=(cls, kwargs)` with `model_init`."
+            )
+        set_seed(self.args.seed)  # as transformers does, before model_init builds a model
+        self.model_init = model_init
+        self.model = (self.call_model_init() if model is None else model).to(self.args.device)
+        self.processing_class = processing_class
+        self.data_collator = data_collator if data_collator is not None else tkdata.default_collator(processing_class)
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.compute_loss_func = compute_loss_func
+        self.compute_metrics = compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer, self.lr_scheduler = optimizers
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        self.label_names = list(self.args.label_names) if self.args.label_names else tkdata.find_label_names(self.model)
+        self.callback_handler = make_callback_handler(
+            callbacks, model=self.model, processing_class=processing_class, optimizer=self.optimizer,
+            lr_scheduler=self.lr_scheduler, disable_tqdm=bool(self.args.disable_tqdm),
+        )
+        self.state = TrainerState(is_local_process_zero=True, is_world_process_zero=True)
+        self.control = TrainerControl()
+        self._train_state: TrainState | None = None
+        self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+
+    # ---- models, optimizers, schedules --------------------------------------------------------
+
+    def call_model_init(self, trial: Any = None) -> nn.Module:
+        """Build a model with ``model_init`` (taking no argument, or the trial)."""
+        count = len(inspect.signature(self.model_init).parameters)
+        if count > 1:
+            raise ConfigError(f"Trainer(model_init=...): model_init must take 0 or 1 argument (the trial); it takes {count}.")
+        model = self.model_init() if count == 0 else self.model_init(trial)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"Trainer(model_init=...): model_init returned {type(model).__name__}, expected an nn.Module.")
+        return model
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer: the one given in ``optimizers``, else from ``optimizer_cls_and_kwargs`` or ``args.optim``."""
+        if self.optimizer is None:
+            args = self.args
+            if self.optimizer_cls_and_kwargs is not None:
+                cls, kwargs = self.optimizer_cls_and_kwargs
+                kwargs = dict(kwargs)
+                self.optimizer = make_optimizer(self.model, cls, lr=kwargs.pop("lr", args.learning_rate), weight_decay=kwargs.pop("weight_decay", args.weight_decay), **kwargs)
+            else:
+                extra = dict(args.optim_kwargs())
+                if args.optim in ("adamw_torch", "adamw_torch_fused"):
+                    extra = {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon, **extra}
+                self.optimizer = make_optimizer(self.model, args.optim, lr=args.learning_rate, weight_decay=args.weight_decay, **extra)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """The LR scheduler (a ``LambdaLR`` over trainkit's pure schedule), unless one was given."""
+        if self.lr_scheduler is None:
+            args = self.args
+            self.lr_scheduler = make_scheduler(
+                optimizer or self.optimizer, args.lr_scheduler_type,
+                num_warmup_steps=args.warmup_steps_for(num_training_steps), num_training_steps=num_training_steps,
+                **(args.lr_scheduler_kwargs or {}),
+            )
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps, self.optimizer)
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    def _prepare(self, dataset: Any, description: str) -> tuple[Any, Callable]:
+        return tkdata.prepare_columns(
+            dataset, self.data_collator, self.model, label_names=self.label_names,
+            remove_unused_columns=self.args.remove_unused_columns, description=description,
+        )
+
+    def get_train_dataloader(self, epoch: int = 0, skip_batches: int = 0) -> Any:
+        if self.train_dataset is None:
+            raise ConfigError("Trainer.train() needs a train_dataset; pass Trainer(train_dataset=...).")
+        dataset, collator = self._prepare(self.train_dataset, "training")
+        args = self.args
+        options = dict(batch_size=args.train_batch_size, collator=collator, epoch=epoch, skip_batches=skip_batches,
+                       drop_last=args.dataloader_drop_last, num_workers=args.dataloader_num_workers, pin_memory=self._pin_memory())
+        if not tkdata.has_length(dataset):
+            return tkdata.iterable_batches(dataset, **options)
+        return tkdata.train_batches(dataset, seed=args.data_seed if args.data_seed is not None else args.seed, **options)
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, str):
+            dataset = self.eval_dataset[dataset]
+        if dataset is None:
+            raise ConfigError("Trainer.evaluate() needs an eval_dataset; pass Trainer(eval_dataset=...) or evaluate(eval_dataset=...).")
+        dataset, collator = self._prepare(dataset, "evaluation")
+        args = self.args
+        return tkdata.eval_batches(dataset, batch_size=args.eval_batch_size, collator=collator, num_workers=args.dataloader_num_workers, pin_memory=self._pin_memory())
+
+    def _pin_memory(self) -> bool:
+        # Pinned memory only helps copies to an accelerator; torch warns when there is none.
+        return self.args.dataloader_pin_memory and self.args.device.type == "cuda"
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        return self.get_eval_dataloader(test_dataset)
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        """The loss of one batch (transformers' method; override it to customise the loss)."""
+        outputs = model(**inputs)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+        return (loss, outputs) if return_outputs else loss
+
+    def _loss_options(self) -> dict[str, Any]:
+        """How train_step/eval_step compute the loss: a subclass's compute_loss, compute_loss_func, label smoothing."""
+        if type(self).compute_loss is not Trainer.compute_loss:
+            return {"loss_fn": lambda model, batch: self.compute_loss(model, batch)}
+        if self.compute_loss_func is not None:
+            return {"compute_loss_func": self.compute_loss_func}
+        if self.args.label_smoothing_factor:
+            from trainkit.step import _model_facts
+
+            return {"compute_loss_func": label_smoothed_loss(self.args.label_smoothing_factor, shift=_model_facts(self.model)[1])}
+        return {}
+
+    def _fire(self, event: str, **kwargs: Any) -> TrainerControl:
+        self.control = getattr(self.callback_handler, event)(self.args, self.state, self.control, **kwargs)
+        return self.control
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, ignore_keys_for_eval: list[str] | None = None, **kwargs: Any) -> TrainOutput:
+        """Train; returns ``TrainOutput(global_step, training_loss, metrics)`` with transformers' train metrics."""
+        if kwargs:
+            raise TypeError(f"train() got unexpected keyword arguments: {', '.join(kwargs)}.")
+        if resume_from_checkpoint not in (None, False):
+            raise UnsupportedOptionError(
+                f"Trainer.train(resume_from_checkpoint={resume_from_checkpoint!r}): resuming is not supported yet in "
+                f"this version of trainkit; start a new run or load weights with trainkit.checkpoint.load_model_weights."
+            )
+        args = self.args
+        if self.model_init is not None:
+            set_seed(args.seed)
+            self.model = self.call_model_init(trial).to(args.device)
+            self.optimizer = self.lr_scheduler = None
+        if args.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        if self.train_dataset is None:
+            raise ConfigError("Trainer.train() needs a train_dataset; pass Trainer(train_dataset=...).")
+        sized = tkdata.has_length(self.train_dataset)
+        plan = tkdata.plan_steps(
+            num_batches=tkdata.num_batches(len(self.train_dataset), args.train_batch_size, drop_last=args.dataloader_drop_last) if sized else None,
+            gradient_accumulation_steps=args.gradient_accumulation_steps, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
+        )
+        total_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        num_samples = plan.max_steps * total_batch if args.max_steps > 0 or not sized else len(self.train_dataset) * args.num_train_epochs
+        self.create_optimizer_and_scheduler(plan.max_steps)
+        step_model = torch.compile(self.model) if args.torch_compile else self.model
+        precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
+        state = init_state(step_model, self.optimizer, schedule=self.lr_scheduler, seed=args.seed, precision=precision)
+        self._train_state = state
+        self.state = TrainerState(
+            max_steps=plan.max_steps, num_train_epochs=plan.num_train_epochs, train_batch_size=args.train_batch_size,
+            logging_steps=args.resolve_steps(args.logging_steps, plan.max_steps),
+            eval_steps=args.resolve_steps(args.eval_steps or args.logging_steps, plan.max_steps),
+            save_steps=args.resolve_steps(args.save_steps, plan.max_steps),
+            is_local_process_zero=True, is_world_process_zero=True,
+            stateful_callbacks=[cb for cb in self.callback_handler.callbacks if hasattr(cb, "state")],
+        )
+        self.state.log_history = []
+        self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
+        self.callback_handler.model = self.model
+        start = time.time()
+        self._fire("on_train_begin")
+        if args.eval_on_start:
+            self._evaluate(ignore_keys_for_eval, skip_scheduler=True)
+        loss_options = self._loss_options()
+        hooks = StepHooks(
+            on_micro_batch_end=lambda i: self._fire("on_substep_end"),
+            before_update=lambda: self._fire("on_pre_optimizer_step"),
+            after_update=lambda: self._fire("on_optimizer_step"),
+        )
+        tr_loss, since_log, total_loss, grad_norm, lr = torch.zeros(()), 0, 0.0, None, None
+        for epoch in range(plan.num_train_epochs):
+            batches = self.get_train_dataloader(epoch=epoch)
+            self.callback_handler.train_dataloader = batches
+            self._fire("on_epoch_begin")
+            seen = 0
+            for window in tkdata.windows(batches, args.gradient_accumulation_steps):
+                self._fire("on_step_begin")
+                state, out = train_step(
+                    state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks, **loss_options
+                )
+                self._train_state = state
+                seen += len(window)
+                grad_norm, lr = out.grad_norm, out.lr
+                loss = out.loss.detach().cpu()
+                # transformers' logging_nan_inf_filter: a non-finite loss counts as the running mean.
+                if args.logging_nan_inf_filter and not torch.isfinite(loss):
+                    loss = tr_loss / (1 + since_log)
+                tr_loss, since_log = tr_loss + loss, since_log + 1
+                self.state.global_step = state.step
+                self.state.epoch = epoch + seen / plan.batches_per_epoch
+                self._fire("on_step_end")
+                if self.control.should_log and since_log:
+                    total_loss += tr_loss.item()
+                    self.log({"loss": tr_loss.item() / since_log, "grad_norm": grad_norm.item(), "learning_rate": lr})
+                    tr_loss, since_log = torch.zeros(()), 0
+                self._maybe_evaluate_and_save(ignore_keys_for_eval)
+                if self.control.should_epoch_stop or self.control.should_training_stop:
+                    break
+            self._fire("on_epoch_end")
+            if self.control.should_log and since_log:
+                total_loss += tr_loss.item()
+                self.log({"loss": tr_loss.item() / since_log, "grad_norm": grad_norm.item(), "learning_rate": lr})
+                tr_loss, since_log = torch.zeros(()), 0
+            self._maybe_evaluate_and_save(ignore_keys_for_eval)
+            if self.control.should_training_stop:
+                break
+        total_loss += tr_loss.item()
+        train_loss = total_loss / max(self.state.global_step, 0.001)
+        metrics = _speed_metrics("train", start, num_samples=num_samples * self.state.global_step / max(plan.max_steps, 1), num_steps=self.state.global_step)
+        metrics.update(total_flos=self.state.total_flos, train_loss=train_loss)
+        self.log(metrics)
+        if args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
+            load_model_weights(self.model, self.state.best_model_checkpoint)
+        self._fire("on_train_end")
+        return TrainOutput(self.state.global_step, train_loss, metrics)
+
+    def _maybe_evaluate_and_save(self, ignore_keys: list[str] | None) -> None:
+        if self.control.should_evaluate:
+            metrics = self._evaluate(ignore_keys)
+            new_best = self._update_best(metrics)
+            if self.args.save_strategy == "best":
+                self.control.should_save = new_best
+        if self.control.should_save:
+            self._save_checkpoint()
+            self._fire("on_save")
+
+    def _evaluate(self, ignore_keys: list[str] | None, skip_scheduler: bool = False) -> dict[str, float]:
+        metrics = self.evaluate(ignore_keys=ignore_keys)
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and not skip_scheduler:
+            self.lr_scheduler.step(metrics[self._metric_key(metrics)])
+        return metrics
+
+    def _metric_key(self, metrics: dict[str, float]) -> str:
+        name = self.args.metric_for_best_model or "loss"
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if key not in metrics:
+            raise ConfigError(
+                f"TrainingArguments(metric_for_best_model={self.args.metric_for_best_model!r}): {key!r} is not among the "
+                f"evaluation metrics {sorted(metrics)}. Set metric_for_best_model to one of them, or return it from compute_metrics."
+            )
+        return key
+
+    def _update_best(self, metrics: dict[str, float]) -> bool:
+        if self.args.metric_for_best_model is None:
+            return False
+        value = metrics[self._metric_key(metrics)]
+        better = self.args.greater_is_better
+        if self.state.best_metric is None or (value > self.state.best_metric if better else value < self.state.best_metric):
+            self.state.best_metric = value
+            if self.args.save_strategy in ("steps", "epoch", "best"):
+                self.state.best_global_step = self.state.global_step
+            return True
+        return False
+
+    def _save_checkpoint(self) -> None:
+        args, step = self.args, self.state.global_step
+        if self.args.metric_for_best_model is not None and self.state.best_global_step == step:
+            self.state.best_model_checkpoint = str(Path(args.output_dir) / f"checkpoint-{step}")
+        write_checkpoint(
+            args.output_dir, step, model=self.model, processing_class=self.processing_class,
+            optimizer=None if args.save_only_model else self.optimizer, trainer_state=self.state, args_json=args.to_json_string(),
+        )
+        rotate_checkpoints(args.output_dir, limit=args.save_total_limit, keep=self.state.best_model_checkpoint)
+
+    # ---- evaluation and prediction -----------------------------------------------------------
+
+    def _eval_state(self) -> TrainState:
+        if self._train_state is not None and self._train_state.is_live:
+            return self._train_state
+        precision = "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "no"
+        return init_state(self.model, self.optimizer or torch.optim.SGD(self.model.parameters(), lr=0.0), seed=self.args.seed, precision=precision)
+
+    def _run_eval(self, dataset: Any, ignore_keys: list[str] | None, prefix: str, event: str) -> Any:
+        batches = self.get_eval_dataloader(dataset)
+        self.callback_handler.eval_dataloader = batches
+        options = self._loss_options()
+        result = evaluate_batches(
+            self._eval_state(), batches, compute_metrics=self.compute_metrics,
+            preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
+            prediction_loss_only=self.args.prediction_loss_only and event == "on_evaluate",
+            include_for_metrics=self.args.include_for_metrics, ignore_keys=ignore_keys or (), label_names=self.label_names,
+            metric_key_prefix=prefix, on_batch=lambda *_: self._fire("on_prediction_step"), **options,
+        )
+        return result
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Evaluate; returns transformers' metrics dict (a dict of datasets gives ``eval_{name}_*``)."""
+        datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(datasets, dict):
+            metrics = {}
+            for name, dataset in datasets.items():
+                metrics.update(self.evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        result = self._run_eval(datasets, ignore_keys, metric_key_prefix, "on_evaluate")
+        metrics = dict(result.metrics)
+        self.log(metrics)
+        self._fire("on_evaluate", metrics=metrics)
+        return metrics
+
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test") -> PredictionOutput:
+        """Predict; returns ``PredictionOutput(predictions, label_ids, metrics)``."""
+        result = self._run_eval(test_dataset, ignore_keys, metric_key_prefix, "on_predict")
+        self._fire("on_predict", metrics=result.metrics)
+        return PredictionOutput(predictions=result.predictions, label_ids=result.label_ids, metrics=result.metrics)
+
+    # ---- logging, saving, callbacks ----------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Record ``logs`` in ``state.log_history`` (with epoch and step) and fire ``on_log``."""
+        if self.state.epoch is not None:
+            logs["epoch"] = self.state.epoch
+        if self.state.log_history is None:
+            self.state.log_history = []
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self._fire("on_log", logs=logs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model (``save_pretrained`` or safetensors) and the processing class."""
+        save_model(self.model, output_dir or self.args.output_dir, processing_class=self.processing_class)
+
+    def add_callback(self, callback: Any) -> None:
+        self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback: Any) -> Any:
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback: Any) -> None:
+        self.callback_handler.remove_callback(callback)
+
+
+def _convert_args(args: Any) -> TrainingArguments:
+    if args is None:
+        return TrainingArguments(output_dir="trainer_output")
+    if isinstance(args, TrainingArguments):
+        return args
+    import transformers
+
+    if isinstance(args, transformers.TrainingArguments):
+        return from_hf(args)
+    raise ConfigError(
+        f"Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got {type(args).__name__}."
+    )
+
+
+def _speed_metrics(split: str, start: float, *, num_samples: float, num_steps: int) -> dict[str, float]:
+    runtime = time.time() - start
+    metrics = {f"{split}_runtime": round(runtime, 4)}
+    if runtime > 0:
+        metrics[f"{split}_samples_per_second"] = round(num_samples / runtime, 3)
+        metrics[f"{split}_steps_per_second"] = round(num_steps / runtime, 3)
+    return metrics
