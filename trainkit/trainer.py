@@ -222,6 +222,28 @@ class Trainer:
                 f"Trainer.train(resume_from_checkpoint={resume_from_checkpoint!r}): resuming is not supported yet in "
                 f"this version of trainkit; start a new run or load weights with trainkit.checkpoint.load_model_weights."
             )
+        start = time.time()
+        state, plan, num_samples = self._setup_training(trial)
+        self._fire("on_train_begin")
+        if self.args.eval_on_start:
+            self._evaluate(ignore_keys_for_eval, skip_scheduler=True)
+        losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
+        for epoch in range(plan.num_train_epochs):
+            state = self._run_epoch(state, epoch, plan, losses, ignore_keys_for_eval)
+            if self.control.should_training_stop:
+                break
+        train_loss = losses.total() / max(self.state.global_step, 0.001)
+        steps = self.state.global_step
+        metrics = _speed_metrics("train", start, num_samples=num_samples * steps / max(plan.max_steps, 1), num_steps=steps)
+        metrics.update(total_flos=self.state.total_flos, train_loss=train_loss)
+        self.log(metrics)
+        if self.args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
+            load_model_weights(self.model, self.state.best_model_checkpoint)
+        self._fire("on_train_end")
+        return TrainOutput(steps, train_loss, metrics)
+
+    def _setup_training(self, trial: Any) -> tuple[TrainState, tkdata.StepPlan, float]:
+        """Model (model_init), step plan, optimizer, schedule, the first TrainState and a fresh TrainerState."""
         args = self.args
         if self.model_init is not None:
             set_seed(args.seed)
@@ -239,7 +261,7 @@ class Trainer:
         total_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
         num_samples = plan.max_steps * total_batch if args.max_steps > 0 or not sized else len(self.train_dataset) * args.num_train_epochs
         self.create_optimizer_and_scheduler(plan.max_steps)
-        step_model = torch.compile(self.model) if args.torch_compile else self.model
+        step_model = torch.compile(self.model, backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode) if args.torch_compile else self.model
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
         state = init_state(step_model, self.optimizer, schedule=self.lr_scheduler, seed=args.seed, precision=precision)
         self._train_state = state
@@ -252,64 +274,42 @@ class Trainer:
             stateful_callbacks=[cb for cb in self.callback_handler.callbacks if hasattr(cb, "state")],
         )
         self.state.log_history = []
-        self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
-        self.callback_handler.model = self.model
-        start = time.time()
-        self._fire("on_train_begin")
-        if args.eval_on_start:
-            self._evaluate(ignore_keys_for_eval, skip_scheduler=True)
-        loss_options = self._loss_options()
+        handler = self.callback_handler
+        handler.model, handler.optimizer, handler.lr_scheduler = self.model, self.optimizer, self.lr_scheduler
+        return state, plan, num_samples
+
+    def _run_epoch(self, state: TrainState, epoch: int, plan: tkdata.StepPlan, losses: _LossTracker, ignore_keys: list[str] | None) -> TrainState:
+        """One epoch of windows through train_step, with transformers' events, logging, evaluation and saving."""
+        args, loss_options = self.args, self._loss_options()
         hooks = StepHooks(
             on_micro_batch_end=lambda i: self._fire("on_substep_end"),
             before_update=lambda: self._fire("on_pre_optimizer_step"),
             after_update=lambda: self._fire("on_optimizer_step"),
         )
-        tr_loss, since_log, total_loss, grad_norm, lr = torch.zeros(()), 0, 0.0, None, None
-        for epoch in range(plan.num_train_epochs):
-            batches = self.get_train_dataloader(epoch=epoch)
-            self.callback_handler.train_dataloader = batches
-            self._fire("on_epoch_begin")
-            seen = 0
-            for window in tkdata.windows(batches, args.gradient_accumulation_steps):
-                self._fire("on_step_begin")
-                state, out = train_step(
-                    state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks, **loss_options
-                )
-                self._train_state = state
-                seen += len(window)
-                grad_norm, lr = out.grad_norm, out.lr
-                loss = out.loss.detach().cpu()
-                # transformers' logging_nan_inf_filter: a non-finite loss counts as the running mean.
-                if args.logging_nan_inf_filter and not torch.isfinite(loss):
-                    loss = tr_loss / (1 + since_log)
-                tr_loss, since_log = tr_loss + loss, since_log + 1
-                self.state.global_step = state.step
-                self.state.epoch = epoch + seen / plan.batches_per_epoch
-                self._fire("on_step_end")
-                if self.control.should_log and since_log:
-                    total_loss += tr_loss.item()
-                    self.log({"loss": tr_loss.item() / since_log, "grad_norm": grad_norm.item(), "learning_rate": lr})
-                    tr_loss, since_log = torch.zeros(()), 0
-                self._maybe_evaluate_and_save(ignore_keys_for_eval)
-                if self.control.should_epoch_stop or self.control.should_training_stop:
-                    break
-            self._fire("on_epoch_end")
-            if self.control.should_log and since_log:
-                total_loss += tr_loss.item()
-                self.log({"loss": tr_loss.item() / since_log, "grad_norm": grad_norm.item(), "learning_rate": lr})
-                tr_loss, since_log = torch.zeros(()), 0
-            self._maybe_evaluate_and_save(ignore_keys_for_eval)
-            if self.control.should_training_stop:
+        batches = self.get_train_dataloader(epoch=epoch)
+        self.callback_handler.train_dataloader = batches
+        self._fire("on_epoch_begin")
+        seen = 0
+        for window in tkdata.windows(batches, args.gradient_accumulation_steps):
+            self._fire("on_step_begin")
+            state, out = train_step(state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks, **loss_options)
+            self._train_state = state
+            seen += len(window)
+            losses.add(out)
+            self.state.global_step = state.step
+            self.state.epoch = epoch + seen / plan.batches_per_epoch
+            self._fire("on_step_end")
+            self._maybe_log_evaluate_save(losses, ignore_keys)
+            if self.control.should_epoch_stop or self.control.should_training_stop:
                 break
-        total_loss += tr_loss.item()
-        train_loss = total_loss / max(self.state.global_step, 0.001)
-        metrics = _speed_metrics("train", start, num_samples=num_samples * self.state.global_step / max(plan.max_steps, 1), num_steps=self.state.global_step)
-        metrics.update(total_flos=self.state.total_flos, train_loss=train_loss)
-        self.log(metrics)
-        if args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
-            load_model_weights(self.model, self.state.best_model_checkpoint)
-        self._fire("on_train_end")
-        return TrainOutput(self.state.global_step, train_loss, metrics)
+        self._fire("on_epoch_end")
+        self._maybe_log_evaluate_save(losses, ignore_keys)
+        return state
+
+    def _maybe_log_evaluate_save(self, losses: _LossTracker, ignore_keys: list[str] | None) -> None:
+        if self.control.should_log and losses.pending:
+            self.log(losses.flush())
+        self._maybe_evaluate_and_save(ignore_keys)
 
     def _maybe_evaluate_and_save(self, ignore_keys: list[str] | None) -> None:
         if self.control.should_evaluate:
@@ -423,6 +423,34 @@ class Trainer:
 
     def remove_callback(self, callback: Any) -> None:
         self.callback_handler.remove_callback(callback)
+
+
+class _LossTracker:
+    """transformers' loss bookkeeping: the mean window loss since the last log, and the running total."""
+
+    def __init__(self, *, nan_filter: bool) -> None:
+        self.nan_filter = nan_filter
+        self.since_log = torch.zeros(())
+        self.pending = 0
+        self.logged = 0.0
+        self.last: Any = None
+
+    def add(self, out: Any) -> None:
+        loss = out.loss.detach().cpu()
+        # logging_nan_inf_filter: a non-finite loss counts as the mean of the others since the last log.
+        if self.nan_filter and not torch.isfinite(loss):
+            loss = self.since_log / (1 + self.pending)
+        self.since_log, self.pending, self.last = self.since_log + loss, self.pending + 1, out
+
+    def flush(self) -> dict[str, float]:
+        total = self.since_log.item()
+        logs = {"loss": total / self.pending, "grad_norm": self.last.grad_norm.item(), "learning_rate": self.last.lr}
+        self.logged += total
+        self.since_log, self.pending = torch.zeros(()), 0
+        return logs
+
+    def total(self) -> float:
+        return self.logged + self.since_log.item()
 
 
 def _convert_args(args: Any) -> TrainingArguments:
