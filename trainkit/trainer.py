@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,7 @@ class Trainer:
         self.state = TrainerState(is_local_process_zero=True, is_world_process_zero=True)
         self.control = TrainerControl()
         self._train_state: TrainState | None = None
+        self._flop_params: int | None = None
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
 
     # ---- models, optimizers, schedules --------------------------------------------------------
@@ -197,6 +198,15 @@ class Trainer:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
         return (loss, outputs) if return_outputs else loss
 
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """transformers' estimate for one forward and backward: 6 × input tokens × non-embedding parameters."""
+        main = getattr(self.model, "main_input_name", "input_ids")
+        if isinstance(inputs, Mapping) and main in inputs and hasattr(self.model, "num_parameters"):
+            if self._flop_params is None:  # the count walks every parameter: once per run, not per batch
+                self._flop_params = self.model.num_parameters(exclude_embeddings=True)
+            return 6 * inputs[main].numel() * self._flop_params
+        return 0
+
     def _loss_options(self) -> dict[str, Any]:
         """How train_step/eval_step compute the loss: a subclass's compute_loss, compute_loss_func, label smoothing."""
         if type(self).compute_loss is not Trainer.compute_loss:
@@ -248,7 +258,7 @@ class Trainer:
         if self.model_init is not None:
             set_seed(args.seed)
             self.model = self.call_model_init(trial).to(args.device)
-            self.optimizer = self.lr_scheduler = None
+            self.optimizer = self.lr_scheduler = self._flop_params = None
         if args.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
         if self.train_dataset is None:
@@ -295,6 +305,7 @@ class Trainer:
             state, out = train_step(state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks, **loss_options)
             self._train_state = state
             seen += len(window)
+            self.state.total_flos += sum(float(self.floating_point_ops(batch)) for batch in window)
             losses.add(out)
             self.state.global_step = state.step
             self.state.epoch = epoch + seen / plan.batches_per_epoch
