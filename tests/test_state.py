@@ -161,3 +161,15 @@ def test_train_state_is_a_frozen_attrs_class():
     assert attrs.has(TrainState) and attrs.has(Progress)
     assert Progress().next_epoch() == Progress(epoch=1)
     assert Progress(position=5, epoch=2).next_epoch() == Progress(epoch=3, position=0)
+
+
+def test_step_successor_carries_every_other_field():
+    """The record a step returns differs from its input only in progress and generation (a new
+    TrainState field cannot be forgotten by the hand-written successor)."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = init_state(model, opt, schedule=torch.optim.lr_scheduler.StepLR(opt, 1), seed=9, precision="bf16")
+    new, _ = train_step(state, mlp_batch(0, 2))
+    for field in attrs.fields(TrainState):
+        if field.name not in ("progress", "_generation"):
+            assert getattr(new, field.name) is getattr(state, field.name), field.name

@@ -184,7 +184,13 @@ class TrainState:
         if not self.is_live:
             raise _stale(self, "model")
         self._lineage.generation += 1
-        return attrs.evolve(self, progress=progress, generation=self._lineage.generation)
+        # Spelled out rather than attrs.evolve: this runs every step, and evolve walks every field.
+        return TrainState(
+            progress=progress, model=self._model, optimizer=self._optimizer, schedule=self.schedule,
+            base_lrs=self.base_lrs, seed=self.seed, precision=self.precision, scaler=self._scaler,
+            lr_scheduler=self._lr_scheduler, create_graph=self.create_graph, lineage=self._lineage,
+            generation=self._lineage.generation,
+        )
 
     def __repr__(self) -> str:
         live = "live" if self.is_live else "consumed"

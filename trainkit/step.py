@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -242,7 +243,7 @@ def _check_scalar(loss: Any, what: str) -> torch.Tensor:
             f"train_step: {what} must be a floating-point scalar tensor; got {shape}. "
             f"Reduce it to a mean over the batch (e.g. `loss.mean()`)."
         )
-    return loss.reshape(())
+    return loss if loss.dim() == 0 else loss.reshape(())
 
 
 def _forward_loss(
@@ -344,8 +345,9 @@ def _accumulate(
             aux.append(extra)
         if not last and hooks.on_micro_batch_end is not None:
             hooks.on_micro_batch_end(i)
-    window_loss = torch.stack(losses).sum() if losses else torch.tensor(float("nan"))
-    return window_loss, aux
+    if not losses:
+        return torch.tensor(float("nan")), aux
+    return (losses[0] if len(losses) == 1 else torch.stack(losses).sum()), aux
 
 
 def _micro_step(state: TrainState, model: nn.Module, micro: Any, count: int, last: bool, plan: _Plan) -> tuple[torch.Tensor, Any]:
@@ -363,7 +365,7 @@ def _micro_step(state: TrainState, model: nn.Module, micro: Any, count: int, las
                 label_names=plan.label_names,
                 num_items=plan.num_items,
             )
-        if not plan.prenormalised:
+        if not plan.prenormalised and count != plan.total_items:  # a lone micro-batch keeps weight 1
             loss = loss * (count / plan.total_items)
         (scaler.scale(loss) if scaler is not None else loss).backward(create_graph=state.create_graph)
     return loss.detach(), extra
@@ -497,7 +499,7 @@ def train_step(
             grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
             # One host sync per step: the decision to update must be made before the update.
             # Under fp16 the grad scaler owns overflow handling (it skips the step itself).
-            finite = scaler is not None or bool(torch.isfinite(grad_norm) & torch.isfinite(window_loss))
+            finite = scaler is not None or (math.isfinite(grad_norm.item()) and math.isfinite(window_loss.item()))
             if not finite and on_nonfinite == "raise":
                 raise NonFiniteError(
                     f"train_step: step {step} produced a non-finite loss ({float(window_loss)}) or "
