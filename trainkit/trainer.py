@@ -385,8 +385,9 @@ class Trainer:
         result = evaluate_batches(
             self._eval_state(), batches, compute_metrics=self.compute_metrics,
             preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
-            prediction_loss_only=self.args.prediction_loss_only and event == "on_evaluate",
-            include_for_metrics=self.args.include_for_metrics, ignore_keys=ignore_keys or (), label_names=self.label_names,
+            # transformers gathers no predictions for evaluate() without compute_metrics.
+            prediction_loss_only=self.args.prediction_loss_only or (event == "on_evaluate" and self.compute_metrics is None),
+            include_for_metrics=self.args.include_for_metrics, ignore_keys=ignore_keys, label_names=self.label_names,
             metric_key_prefix=prefix, on_batch=lambda *_: self._fire("on_prediction_step"), **options,
         )
         return result
