@@ -267,7 +267,7 @@ def _forward_loss(
     labels = None
     if compute_loss_func is not None:
         labels = next((inputs.pop(n) for n in label_names if n in inputs), None)
-    if num_items is not None:
+    if num_items is not None and _model_facts(model)[0]:  # compute_loss_func gets it even when the model does not
         inputs["num_items_in_batch"] = num_items
     outputs = model(**inputs)
     if compute_loss_func is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ from transformers.trainer_utils import EvalPrediction, PredictionOutput, TrainOu
 from trainkit import data as tkdata
 from trainkit.args import TrainingArguments, from_hf
 from trainkit.callbacks import make_callback_handler
-from trainkit.checkpoint import load_model_weights, rotate_checkpoints, save_model, write_checkpoint
+from trainkit.checkpoint import list_checkpoints, load_model_weights, rotate_checkpoints, save_model, write_checkpoint
 from trainkit.errors import ConfigError, UnsupportedOptionError
 from trainkit.evaluation import evaluate as evaluate_batches
 from trainkit.losses import label_smoothed_loss
@@ -219,6 +220,23 @@ class Trainer:
             return {"compute_loss_func": label_smoothed_loss(self.args.label_smoothing_factor, shift=_model_facts(self.model)[1])}
         return {}
 
+    def _eval_loss_options(self, ignore_keys: list[str] | None) -> dict[str, Any]:
+        """As _loss_options, but an overridden compute_loss is called as transformers' prediction_step calls
+        it: with return_outputs=True, its outputs (less "loss" and the ignored keys) being the predictions."""
+        if type(self).compute_loss is Trainer.compute_loss:
+            return self._loss_options()
+        if ignore_keys is None:
+            config = getattr(self.model, "config", None)
+            ignore_keys = [] if config is None else getattr(config, "keys_to_ignore_at_inference", ["cache"])
+        skip = {*ignore_keys, "loss"}
+
+        def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any]:
+            loss, outputs = self.compute_loss(model, batch, return_outputs=True)
+            logits = tuple(v for k, v in outputs.items() if k not in skip) if isinstance(outputs, Mapping) else tuple(outputs[1:])
+            return loss.mean(), logits[0] if len(logits) == 1 else logits
+
+        return {"loss_fn": loss_fn}
+
     def _fire(self, event: str, **kwargs: Any) -> TrainerControl:
         self.control = getattr(self.callback_handler, event)(self.args, self.state, self.control, **kwargs)
         return self.control
@@ -234,12 +252,15 @@ class Trainer:
             )
         start = time.time()
         state, plan, num_samples = self._setup_training(trial)
+        # transformers builds the train dataloader before on_train_begin; callbacks receive it there.
+        batches = self.callback_handler.train_dataloader = self.get_train_dataloader(epoch=0)
         self._fire("on_train_begin")
         if self.args.eval_on_start:
             self._evaluate(ignore_keys_for_eval, skip_scheduler=True)
         losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
         for epoch in range(plan.num_train_epochs):
-            state = self._run_epoch(state, epoch, plan, losses, ignore_keys_for_eval)
+            batches = batches if epoch == 0 else self.get_train_dataloader(epoch=epoch)
+            state = self._run_epoch(state, epoch, batches, plan, losses, ignore_keys_for_eval)
             if self.control.should_training_stop:
                 break
         train_loss = losses.total() / max(self.state.global_step, 0.001)
@@ -249,6 +270,12 @@ class Trainer:
         self.log(metrics)
         if self.args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
             load_model_weights(self.model, self.state.best_model_checkpoint)
+        if self.args.should_save and self.state.best_model_checkpoint is not None and self.args.save_total_limit == 1:
+            # As transformers: the newest checkpoint was kept beside the best only to resume; training is over.
+            best = Path(self.state.best_model_checkpoint).resolve()
+            for path in list_checkpoints(self.args.output_dir):
+                if path.resolve() != best:
+                    shutil.rmtree(path, ignore_errors=True)
         self._fire("on_train_end")
         return TrainOutput(steps, train_loss, metrics)
 
@@ -288,7 +315,9 @@ class Trainer:
         handler.model, handler.optimizer, handler.lr_scheduler = self.model, self.optimizer, self.lr_scheduler
         return state, plan, num_samples
 
-    def _run_epoch(self, state: TrainState, epoch: int, plan: tkdata.StepPlan, losses: _LossTracker, ignore_keys: list[str] | None) -> TrainState:
+    def _run_epoch(
+        self, state: TrainState, epoch: int, batches: Any, plan: tkdata.StepPlan, losses: _LossTracker, ignore_keys: list[str] | None
+    ) -> TrainState:
         """One epoch of windows through train_step, with transformers' events, logging, evaluation and saving."""
         args, loss_options = self.args, self._loss_options()
         hooks = StepHooks(
@@ -296,13 +325,16 @@ class Trainer:
             before_update=lambda: self._fire("on_pre_optimizer_step"),
             after_update=lambda: self._fire("on_optimizer_step"),
         )
-        batches = self.get_train_dataloader(epoch=epoch)
         self.callback_handler.train_dataloader = batches
         self._fire("on_epoch_begin")
         seen = 0
         for window in tkdata.windows(batches, args.gradient_accumulation_steps):
             self._fire("on_step_begin")
             state, out = train_step(state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks, **loss_options)
+            if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.LambdaLR) and not out.skipped:
+                # The rate comes from the schedule read out of the LambdaLR; the object is stepped as
+                # transformers does only so that last_epoch and get_last_lr() (read by callbacks) follow.
+                self.lr_scheduler.step()
             self._train_state = state
             seen += len(window)
             self.state.total_flos += sum(float(self.floating_point_ops(batch)) for batch in window)
@@ -381,7 +413,7 @@ class Trainer:
     def _run_eval(self, dataset: Any, ignore_keys: list[str] | None, prefix: str, event: str) -> Any:
         batches = self.get_eval_dataloader(dataset)
         self.callback_handler.eval_dataloader = batches
-        options = self._loss_options()
+        options = self._eval_loss_options(ignore_keys)
         result = evaluate_batches(
             self._eval_state(), batches, compute_metrics=self.compute_metrics,
             preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
@@ -467,7 +499,7 @@ class _LossTracker:
 
 def _convert_args(args: Any) -> TrainingArguments:
     if args is None:
-        return TrainingArguments(output_dir="trainer_output")
+        return TrainingArguments(output_dir="tmp_trainer")  # transformers.Trainer's choice for args=None
     if isinstance(args, TrainingArguments):
         return args
     import transformers
