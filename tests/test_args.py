@@ -107,6 +107,7 @@ OPTIONS = {
     "do_eval": _bools,
     "do_predict": _bools,
     "resume_from_checkpoint": st.sampled_from([None, "checkpoint-10"]),
+    "ignore_data_skip": _bools,
 }
 
 

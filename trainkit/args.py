@@ -234,6 +234,8 @@ class TrainingArguments:
     dataloader_pin_memory: bool = True
     dataloader_persistent_workers: bool = False
     dataloader_prefetch_factor: int | None = None
+    # Resume despite a changed batch size, accumulation, world size, dataset length or seed.
+    ignore_data_skip: bool = False
     do_train: bool = False  # do_train, do_eval, do_predict and resume_from_checkpoint are for scripts:
     do_eval: bool = False  # HF's Trainer does not read them either.
     do_predict: bool = False
