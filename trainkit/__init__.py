@@ -7,12 +7,22 @@ The public API, re-exported; nothing else lives here. ``import trainkit`` never 
 from typing import Any
 
 from trainkit.args import TrainingArguments, from_hf
+from trainkit.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_staging,
+    save_checkpoint,
+    save_model,
+    verify_checkpoint,
+)
 from trainkit.errors import (
     CheckpointError,
+    CheckpointWarning,
     ConfigError,
     NonFiniteError,
     StaleStateError,
     TrainkitError,
+    TrainkitWarning,
     UnsupportedOptionError,
 )
 from trainkit.evaluation import EvalResult, evaluate, predict
@@ -36,6 +46,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWarning",
     "ConfigError",
     "EvalOutput",
     "EvalResult",
@@ -51,6 +62,7 @@ __all__ = [
     "Trainer",
     "TrainingArguments",
     "TrainkitError",
+    "TrainkitWarning",
     "UnsupportedOptionError",
     "decay_parameter_names",
     "derive_seed",
@@ -59,11 +71,17 @@ __all__ = [
     "fork",
     "from_hf",
     "init_state",
+    "latest_checkpoint",
+    "load_checkpoint",
     "make_optimizer",
     "make_schedule",
     "make_scheduler",
     "needs_create_graph",
     "param_groups",
     "predict",
+    "remove_staging",
+    "save_checkpoint",
+    "save_model",
     "train_step",
+    "verify_checkpoint",
 ]

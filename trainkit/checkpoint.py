@@ -1,35 +1,100 @@
-"""Saving and loading models and checkpoint folders.
+"""Checkpoints that survive crashes and never unpickle untrusted code.
 
-Files are what the ecosystem reads: a ``transformers`` ``PreTrainedModel`` is written with
-``save_pretrained`` (so ``AutoModel*.from_pretrained(folder)`` opens it), a plain ``nn.Module``
-as ``model.safetensors`` (``safetensors.torch.save_model`` keeps one copy of tied weights and
-records the aliases), the processing class with its own ``save_pretrained``. Nothing is pickled:
-trainer state and arguments are JSON, and the optimizer is read back with
-``torch.load(weights_only=True)``.
+Layout of ``output_dir/checkpoint-N/`` (N = ``progress.step``)::
 
-A checkpoint folder is written under a staging name and renamed into place only when complete,
-so a folder named ``checkpoint-N`` is never half-written.
+    config.json, model.safetensors    the model: ``save_pretrained`` for a PreTrainedModel (so
+                                       ``AutoModel*.from_pretrained(folder)`` opens it), else
+                                       ``model.safetensors`` (tied weights stored once, aliases kept)
+    tokenizer files                    the processing class's own ``save_pretrained``, if any
+    optimizer.pt                       ``optimizer.state_dict()`` (tensors, numbers, strings only)
+    scaler.pt, scheduler.pt            the fp16 grad scaler / opaque LR scheduler state, if any
+    trainkit_state.json                Progress, seed, base LRs, precision, format version, extra
+    trainer_state.json                 HF ``TrainerState.save_to_json``, if given
+    training_args.json                 the arguments as JSON (never a pickle), if given
+    manifest.json                      written last: every file's relative path, size, SHA-256,
+                                       and a checksum of the list itself
+
+Atomic protocol (``save_checkpoint``, ``write_checkpoint``): everything is written into a fresh
+``output_dir/.staging-checkpoint-N-{pid}-{random}`` folder. Then
+
+1. every file is read back, hashed for the manifest and ``fsync``-ed: a rename can reach the
+   disk before the data of the files it names (ext4 delayed allocation, XFS), so without this a
+   power cut could leave a committed folder of empty or garbage files;
+2. ``manifest.json`` is written and ``fsync``-ed, then the staging folder and its subfolders are
+   ``fsync``-ed, so their entries (the names of the files) are durable before the rename;
+3. an existing ``checkpoint-N`` is moved aside (POSIX cannot rename onto a non-empty folder),
+   the staging folder is renamed to ``checkpoint-N`` with ``os.replace`` (atomic), the old one
+   is deleted, and ``output_dir`` is ``fsync``-ed so the rename itself is durable before we
+   report success (and before rotation deletes older checkpoints).
+
+So a folder named ``checkpoint-N`` is always complete. A kill leaves at most a ``.staging-*``
+folder, which :func:`remove_staging` deletes at the start of the next run. (A kill in the
+instant between moving an old ``checkpoint-N`` aside and the rename loses that N; the previous
+checkpoint is then the latest.) :func:`latest_checkpoint` verifies the manifest of each
+candidate, newest first, so a checkpoint damaged afterwards (disk, copy, partial sync) is
+detected by size and hash, reported with a :class:`CheckpointWarning`, and skipped. Files not in
+the manifest are allowed (a README, a file system's metadata): they are not verified, and
+loading reads only the files named above.
+
+Threat model for loading: whoever can write the checkpoint folder may put anything in it,
+manifest included (the manifest detects accidents, not attackers). Loading must therefore
+never run code from it. Weights are read with safetensors (no code), JSON with ``json``, and
+every ``.pt`` file in two independent layers: (1) its pickle stream is scanned without being
+executed, refusing any global (``GLOBAL``/``INST``) outside torch's own weights-only allowlist
+and the opcodes torch.save never writes (``STACK_GLOBAL``, ``EXT*``), so nothing outside that
+list can be called; (2) ``torch.load`` is called with ``weights_only=True`` passed explicitly.
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` cannot override an explicit ``weights_only=True`` in torch
+2.13: ``torch.load`` reads the variable at each call and applies it only when ``weights_only``
+was not passed (``torch/serialization.py``; a test pins this). Layer (1) keeps the guarantee on
+a torch whose semantics change, and ignores globals that ``add_safe_globals`` allowed. Malformed
+files raise :class:`~trainkit.CheckpointError` naming the file. The process's own code is trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickletools
 import re
 import shutil
+import secrets
+import warnings
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from torch import nn
 
-from trainkit.errors import CheckpointError
+from trainkit.errors import CheckpointError, CheckpointWarning, ConfigError, TrainkitError, TrainkitWarning
+from trainkit.state import Progress, TrainState, init_state
 
-__all__ = ["save_model", "load_model_weights", "write_checkpoint", "list_checkpoints", "rotate_checkpoints"]
+__all__ = [
+    "CheckpointWarning", "TrainkitWarning", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
+    "latest_checkpoint", "remove_staging", "read_trainer_state", "read_checkpoint_metadata", "save_model",
+    "load_model_weights", "write_checkpoint", "list_checkpoints", "rotate_checkpoints",
+]
 
 PREFIX = "checkpoint"
 SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+MANIFEST = "manifest.json"
+STATE_FILE = "trainkit_state.json"
+FORMAT_VERSION = 1
 _STAGING = ".staging-"
+_CHUNK = 1 << 20
+
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model) if hasattr(model, "no_sync") else model  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 def _is_pretrained(model: nn.Module) -> bool:
@@ -57,8 +122,7 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str], *, processin
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, "module", model) if hasattr(model, "no_sync") else model  # unwrap DDP
-    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    model = _unwrap(model)
     if _is_pretrained(model):
         model.save_pretrained(folder)
     else:
@@ -68,35 +132,218 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str], *, processin
     return folder
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    if (folder / SAFE_WEIGHTS).is_file():
+        return [folder / SAFE_WEIGHTS]
+    if (folder / SAFE_INDEX).is_file():
+        index = _read_json_file(folder / SAFE_INDEX)
+        names = sorted(set(index.get("weight_map", {}).values())) if isinstance(index, dict) else []
+        if not names or not all(isinstance(n, str) and _is_plain_name(n) for n in names):
+            raise CheckpointError(f"{folder / SAFE_INDEX}: malformed weight_map; expected shard file names in the folder.")
+        return [folder / n for n in names]
+    raise CheckpointError(f"load_model_weights: {folder / SAFE_WEIGHTS} does not exist; expected a folder written by save_model.")
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    loaded: dict[str, torch.Tensor] = {}
+    for path in _weight_files(folder):
+        try:
+            loaded.update(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: not a valid safetensors file ({e}); the checkpoint is damaged.") from e
+    return loaded
+
+
+def _check_weights(model: nn.Module, loaded: dict[str, torch.Tensor], where: Path) -> None:
+    """Refuse weights of another model before anything is copied (the model stays untouched)."""
+    own = model.state_dict()
+    for name, tensor in own.items():  # the model's order: "first" is the first the model declares
+        if name in loaded and loaded[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"load_model_weights: parameter {name!r} has shape {tuple(loaded[name].shape)} in {where} but "
+                f"{tuple(tensor.shape)} in the model: the checkpoint is from a different model."
+            )
+    # Tied weights are stored once; a missing key is fine when it aliases a loaded tensor.
+    pointers = {own[n].data_ptr() for n in loaded if n in own}
+    missing = [k for k in own if k not in loaded and own[k].data_ptr() not in pointers]
+    unexpected = [k for k in loaded if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"load_model_weights: {where} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}."
+        )
+
+
 def load_model_weights(model: nn.Module, directory: str | os.PathLike[str]) -> None:
     """Load the weights :func:`save_model` wrote in ``directory`` into ``model``, in place.
 
-    Raises:
-        CheckpointError: if the folder has no weights, or a tensor is missing or has another shape
-            (the message names the first mismatched parameter and both shapes).
-    """
-    from safetensors.torch import load_file
+    Tied parameters stay tied (tensors are copied into the existing ones). The model is not
+    changed when an error is raised.
 
-    path = Path(directory) / SAFE_WEIGHTS
+    Raises:
+        CheckpointError: if the folder has no weights, a weights file is malformed (the message
+            names it), or a tensor is missing or has another shape (the message names the first
+            mismatched parameter and both shapes).
+    """
+    model = _unwrap(model)
+    folder = Path(directory)
+    loaded = _read_weights(folder)
+    _check_weights(model, loaded, folder / SAFE_WEIGHTS)
+    model.load_state_dict(loaded, strict=False)
+
+
+# ---- files: hashing, fsync, manifest --------------------------------------------------------------
+
+
+def _is_plain_name(name: str) -> bool:
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts and "\\" not in name
+
+
+def _hash(path: Path, *, sync: bool = False) -> tuple[int, str]:
+    """Size and SHA-256 of a file; with ``sync``, also fsync it (its data reaches the disk)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        if sync:
+            os.fsync(f.fileno())
+    return size, digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "nt":  # Windows cannot open a directory; NTFS journals renames.
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems (network, FUSE) refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _files_digest(files: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _write_manifest(folder: Path) -> Path:
+    """Hash and fsync every file under ``folder``, then write and fsync ``manifest.json``."""
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / MANIFEST):
+        size, sha = _hash(path, sync=True)
+        files.append({"path": path.relative_to(folder).as_posix(), "size": size, "sha256": sha})
+    manifest = {"format": "trainkit-manifest", "version": FORMAT_VERSION, "files": files, "sha256": _files_digest(files)}
+    _write_synced(folder / MANIFEST, json.dumps(manifest, indent=1))
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        _fsync_dir(sub)
+    _fsync_dir(folder)
+    return folder / MANIFEST
+
+
+def _read_manifest(folder: Path) -> list[dict[str, Any]]:
+    path = folder / MANIFEST
     if not path.is_file():
-        raise CheckpointError(f"load_model_weights: {path} does not exist; expected a folder written by save_model.")
-    loaded = load_file(str(path))
-    own = model.state_dict()
-    for name, tensor in loaded.items():
-        if name in own and own[name].shape != tensor.shape:
-            raise CheckpointError(
-                f"load_model_weights: parameter {name!r} has shape {tuple(tensor.shape)} in {path} but "
-                f"{tuple(own[name].shape)} in the model: the checkpoint is from a different model."
-            )
-    result = model.load_state_dict(loaded, strict=False)
-    # Tied weights are stored once; a missing key is fine when it aliases a loaded tensor.
-    pointers = {t.data_ptr() for n, t in model.state_dict().items() if n in loaded}
-    missing = [k for k in result.missing_keys if own[k].data_ptr() not in pointers]
-    if missing or result.unexpected_keys:
-        raise CheckpointError(
-            f"load_model_weights: {path} does not match the model: missing {missing[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}."
+        raise CheckpointError(f"{path} is missing: {folder} is not a complete checkpoint.")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        ok = manifest["format"] == "trainkit-manifest" and isinstance(manifest["version"], int)
+        ok = ok and isinstance(files, list) and manifest["sha256"] == _files_digest(files)
+        ok = ok and all(
+            isinstance(e["path"], str) and _is_plain_name(e["path"])
+            and isinstance(e["size"], int) and isinstance(e["sha256"], str)
+            for e in files
         )
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({type(e).__name__}: {e}); {folder} cannot be trusted.") from e
+    if not ok:
+        raise CheckpointError(f"{path} is corrupt (its structure or its own checksum is wrong); {folder} cannot be trusted.")
+    if manifest["version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: manifest version {manifest['version']} is newer than this trainkit ({FORMAT_VERSION}); upgrade trainkit."
+        )
+    return files
+
+
+def verify_checkpoint(path: str | os.PathLike[str]) -> None:
+    """Check every file listed in ``path/manifest.json`` against its size and SHA-256.
+
+    Files that the manifest does not list are allowed and ignored (nothing reads them).
+
+    Raises:
+        CheckpointError: naming the missing or corrupt manifest, or the first listed file that
+            is missing, has another size (truncated) or another hash (altered).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"verify_checkpoint: {folder} is not a directory.")
+    for entry in _read_manifest(folder):
+        file = folder / entry["path"]
+        if not file.is_file():
+            raise CheckpointError(f"{file} is missing from checkpoint {folder} (listed in its manifest).")
+        size = file.stat().st_size
+        if size != entry["size"]:
+            raise CheckpointError(
+                f"{file} is truncated or extended: {size} bytes, the manifest of {folder} says {entry['size']}."
+            )
+        if _hash(file)[1] != entry["sha256"]:
+            raise CheckpointError(f"{file} was altered: its SHA-256 differs from the manifest of {folder}.")
+
+
+# ---- committing ---------------------------------------------------------------------------------
+
+
+def _unique_dir(root: Path, stem: str) -> Path:
+    """A new empty folder ``root/stem-<random>`` (``os.mkdir`` honours the umask; mkdtemp would make it 0700)."""
+    while True:
+        path = root / f"{stem}-{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # pragma: no cover - 1 in 4 billion
+            continue
+
+
+def _commit(output_dir: str | os.PathLike[str], step: int, write: Callable[[Path], None]) -> Path:
+    """Run ``write(staging)``, then commit the staging folder as ``checkpoint-{step}`` (module docstring)."""
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ConfigError(f"checkpoint step must be a non-negative int; got {step!r}.")
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}-{step}"
+    staging = _unique_dir(root, f"{_STAGING}{PREFIX}-{step}-{os.getpid()}")
+    aside = None
+    try:
+        write(staging)
+        _write_manifest(staging)
+        if final.exists():
+            aside = _unique_dir(root, f"{_STAGING}old-{PREFIX}-{step}-{os.getpid()}")
+            os.replace(final, aside / final.name)
+        os.replace(staging, final)
+    except BaseException:
+        # An error or Ctrl-C (not a kill) cleans up after itself and puts a moved-aside checkpoint back;
+        # a kill leaves the staging folder for remove_staging.
+        if aside is not None and (aside / final.name).exists() and not final.exists():
+            os.replace(aside / final.name, final)
+        for leftover in (staging, aside):
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
+        raise
+    _fsync_dir(root)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return final
 
 
 def write_checkpoint(
@@ -109,27 +356,84 @@ def write_checkpoint(
     trainer_state: Any = None,
     args_json: str | None = None,
 ) -> Path:
-    """Write ``output_dir/checkpoint-{step}`` atomically: staged, then renamed into place.
+    """Write ``output_dir/checkpoint-{step}`` atomically, with a manifest (the Trainer's entry point).
+
+    Like :func:`save_checkpoint` without a :class:`~trainkit.TrainState` (no ``trainkit_state.json``).
 
     Returns:
         The committed checkpoint folder.
     """
-    root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}-{step}"
-    staging = root / f"{_STAGING}{PREFIX}-{step}"
-    shutil.rmtree(staging, ignore_errors=True)
-    save_model(model, staging, processing_class=processing_class)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+
+    def write(folder: Path) -> None:
+        save_model(model, folder, processing_class=processing_class)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        _write_trainer_files(folder, trainer_state, args_json)
+
+    return _commit(output_dir, step, write)
+
+
+def _write_trainer_files(folder: Path, trainer_state: Any, args_json: str | None) -> None:
     if trainer_state is not None:
-        trainer_state.save_to_json(str(staging / "trainer_state.json"))
+        trainer_state.save_to_json(str(folder / "trainer_state.json"))
     if args_json is not None:
-        (staging / "training_args.json").write_text(args_json)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    return final
+        (folder / "training_args.json").write_text(args_json, encoding="utf-8")
+
+
+def save_checkpoint(
+    state: TrainState,
+    output_dir: str | os.PathLike[str],
+    *,
+    processing_class: Any = None,
+    trainer_state: Any = None,
+    args_json: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``output_dir/checkpoint-{state.progress.step}`` atomically (layout and protocol above).
+
+    Call it on one process only (rank 0 under DDP). ``state`` is not consumed.
+
+    Args:
+        state: a live state.
+        output_dir: the run's folder; created if missing.
+        processing_class: a tokenizer/processor to save beside the model, or None.
+        trainer_state: a ``transformers.TrainerState`` (written with ``save_to_json``), or None.
+        args_json: the training arguments as a JSON string, or None.
+        extra: JSON-serialisable values of your loop, stored in ``trainkit_state.json`` under
+            ``"extra"`` (read them back with :func:`read_checkpoint_metadata`).
+
+    Returns:
+        The committed folder.
+
+    Raises:
+        ConfigError: if ``extra`` is not JSON-serialisable (checked before anything is written).
+        StaleStateError: if ``state`` was consumed by a step.
+    """
+    model, optimizer, scaler, scheduler = state.model, state.optimizer, state.scaler, state.lr_scheduler
+    meta = {
+        "format": "trainkit-checkpoint", "version": FORMAT_VERSION, "progress": attrs.asdict(state.progress),
+        "seed": state.seed, "base_lrs": list(state.base_lrs), "precision": state.precision,
+        "scaler": scaler is not None, "scheduler": scheduler is not None, "extra": extra or {},
+    }
+    try:
+        meta_json = json.dumps(meta, indent=1, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"save_checkpoint(extra=...): must be JSON-serialisable (no pickles in checkpoints); {e}.") from e
+
+    def write(folder: Path) -> None:
+        save_model(model, folder, processing_class=processing_class)
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), folder / "scaler.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+        (folder / STATE_FILE).write_text(meta_json, encoding="utf-8")
+        _write_trainer_files(folder, trainer_state, args_json)
+
+    return _commit(output_dir, state.progress.step, write)
+
+
+# ---- discovery ----------------------------------------------------------------------------------
 
 
 def list_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:
@@ -139,6 +443,37 @@ def list_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := re.fullmatch(rf"{PREFIX}-(\d+)", p.name))]
     return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest (largest N) committed checkpoint of ``output_dir`` whose manifest verifies.
+
+    Each newer checkpoint that fails verification is skipped with a :class:`CheckpointWarning`
+    naming it and the bad file. Staging folders are never returned. ``None`` if none verifies.
+    """
+    for path in reversed(list_checkpoints(output_dir)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as e:
+            warnings.warn(f"skipping checkpoint {path}: {e}", CheckpointWarning, stacklevel=2)
+            continue
+        return path
+    return None
+
+
+def remove_staging(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete the ``.staging-*`` folders a killed save left in ``output_dir``; returns them.
+
+    Call it when no save is in progress (at the start of training, on the saving process).
+    """
+    root = Path(output_dir)
+    doomed = sorted(p for p in root.iterdir() if p.name.startswith(_STAGING)) if root.is_dir() else []
+    for path in doomed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return doomed
 
 
 def rotate_checkpoints(output_dir: str | os.PathLike[str], *, limit: int | None, keep: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -163,6 +498,187 @@ def rotate_checkpoints(output_dir: str | os.PathLike[str], *, limit: int | None,
     return doomed
 
 
+# ---- safe reading ---------------------------------------------------------------------------------
+
+
+def _read_json_file(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}).") from e
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file of a checkpoint."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file of a checkpoint (CheckpointError naming it if missing or malformed)."""
+    return _read_json_file(Path(path))
+
+
+def read_trainer_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``trainer_state.json`` of checkpoint folder ``path``, as a dict (HF ``TrainerState`` fields)."""
+    data = _read_json_file(Path(path) / "trainer_state.json")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{Path(path) / 'trainer_state.json'}: expected a JSON object.")
+    return data
+
+
+def read_checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``trainkit_state.json`` of checkpoint folder ``path``: progress, seed, base_lrs, precision, extra."""
+    file = Path(path) / STATE_FILE
+    meta = _read_json_file(file)
+    if not isinstance(meta, dict) or meta.get("format") != "trainkit-checkpoint" or not isinstance(meta.get("version"), int):
+        raise CheckpointError(f"{file}: not a trainkit state file; was {path} written by save_checkpoint?")
+    if meta["version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{file}: format version {meta['version']} is newer than this trainkit ({FORMAT_VERSION}); upgrade trainkit.")
+    return meta
+
+
+def _allowed_globals() -> frozenset[str]:
+    """torch's own weights-only allowlist (without anything add_safe_globals added)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return frozenset(_get_allowed_globals())
+    except (ImportError, AttributeError):  # pragma: no cover - a future torch
+        kinds = ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
+        basics = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch.Size"}
+        return frozenset(basics | {f"torch.{kind}Storage" for kind in kinds})
+
+
+_REFUSED_OPCODES = {"STACK_GLOBAL", "EXT1", "EXT2", "EXT4"}
+
+
+def _scan_pickles(path: Path) -> None:
+    """Layer 1: read every pickle stream of a torch zip file without executing it."""
+    allowed = _allowed_globals()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith(".pkl")]
+            if not any(n.rsplit("/", 1)[-1] == "data.pkl" for n in pickles):
+                raise CheckpointError(f"{path}: not a torch.save archive (no data.pkl); refusing to load it.")
+            for name in pickles:
+                for opcode, arg, _ in pickletools.genops(archive.read(name)):
+                    if opcode.name in _REFUSED_OPCODES:
+                        raise CheckpointError(f"{path}: pickle opcode {opcode.name}, which torch.save never writes; refusing to load it.")
+                    if opcode.name in ("GLOBAL", "INST") and str(arg).replace(" ", ".") not in allowed:
+                        raise CheckpointError(
+                            f"{path}: refers to {str(arg).replace(' ', '.')}, which is not a tensor or plain value; "
+                            f"refusing to unpickle it (the checkpoint may be malicious)."
+                        )
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, ValueError, EOFError, KeyError, OSError) as e:
+        raise CheckpointError(f"{path}: not a valid torch.save archive ({e}).") from e
+
+
+def _load_pt(path: Path, map_location: Any = "cpu") -> Any:
+    """Load a ``.pt`` file safely (both layers of the module docstring)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing.")
+    _scan_pickles(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError, ...: never fall back to an unsafe load
+        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True) ({type(e).__name__}: {e}).") from e
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    schedule: Any = None,
+    verify: bool = True,
+) -> TrainState:
+    """Restore a :func:`save_checkpoint` folder into ``model`` and ``optimizer``; return a live state.
+
+    The next :func:`~trainkit.train_step` on the returned state continues exactly where the saved
+    run was: bit for bit on CPU, given the same data and the same ``schedule`` (schedules are
+    functions and are not saved: pass the run's schedule again, or a fresh opaque torch
+    scheduler over ``optimizer`` whose state is then restored from ``scheduler.pt``).
+
+    The arguments, the metadata, the weights (names and shapes) and the optimizer's groups are
+    read and checked before ``model`` and ``optimizer`` are changed; a state dict that passes
+    those checks yet is refused by ``load_state_dict`` still raises CheckpointError naming it.
+
+    Args:
+        path: a ``checkpoint-N`` folder.
+        model: a module of the saved architecture (weights are loaded in place).
+        optimizer: a fresh optimizer over ``model``'s parameters, built as in the saved run.
+        schedule: as for :func:`~trainkit.init_state`.
+        verify: check the manifest first (:func:`verify_checkpoint`).
+
+    Raises:
+        CheckpointError: naming the file that is missing, corrupt, malformed or unsafe, or the
+            first parameter whose shape differs from ``model``'s.
+        ConfigError: if ``model``, ``optimizer`` or ``schedule`` are unusable (as :func:`~trainkit.init_state`).
+
+    Example:
+        >>> import tempfile, torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1), seed=0)
+        >>> path = save_checkpoint(state, tempfile.mkdtemp())
+        >>> path.name, sorted(p.name for p in path.iterdir())
+        ('checkpoint-0', ['manifest.json', 'model.safetensors', 'optimizer.pt', 'trainkit_state.json'])
+        >>> fresh = torch.nn.Linear(2, 1)
+        >>> resumed = load_checkpoint(path, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1))
+        >>> resumed.progress.step, resumed.seed, torch.equal(fresh.weight, model.weight)
+        (0, 0, True)
+    """
+    folder = Path(path)
+    if verify:
+        verify_checkpoint(folder)
+    meta = read_checkpoint_metadata(folder)
+    state_file = folder / STATE_FILE
+    try:
+        progress = Progress(**meta["progress"])
+        base_lrs = tuple(float(lr) for lr in meta["base_lrs"])
+        seed, precision, has_scaler, has_scheduler = meta["seed"], meta["precision"], meta["scaler"], meta["scheduler"]
+        if not isinstance(seed, int) or precision not in ("no", "bf16", "fp16") or has_scaler != (precision == "fp16"):
+            raise ValueError(f"seed={seed!r}, precision={precision!r}, scaler={has_scaler!r}")
+    except (KeyError, TypeError, ValueError, TrainkitError) as e:
+        raise CheckpointError(f"{state_file}: malformed ({type(e).__name__}: {e}).") from e
+    bare = _unwrap(model)
+    weights = _read_weights(folder)
+    _check_weights(bare, weights, folder / SAFE_WEIGHTS)
+    if len(base_lrs) != len(optimizer.param_groups):
+        raise CheckpointError(f"{state_file}: {len(base_lrs)} base learning rates for {len(optimizer.param_groups)} parameter groups.")
+    # Validates the caller's arguments (ConfigError) before anything is changed.
+    state = init_state(model, optimizer, schedule=schedule, seed=seed, precision=precision, progress=progress)
+    if bool(has_scheduler) != (state.lr_scheduler is not None):
+        raise CheckpointError(
+            f"load_checkpoint: {folder} was saved {'with' if has_scheduler else 'without'} an opaque LR scheduler "
+            f"(scheduler.pt) but schedule={type(schedule).__name__} was passed; pass the same kind of schedule as the saved run."
+        )
+    device = next(bare.parameters(), torch.empty(0)).device
+    opt_state = _load_pt(folder / "optimizer.pt", map_location=device)
+    _check_optimizer(optimizer, opt_state, folder / "optimizer.pt")
+    scaler_state = _load_pt(folder / "scaler.pt") if has_scaler else None
+    scheduler_state = _load_pt(folder / "scheduler.pt") if has_scheduler else None
+
+    bare.load_state_dict(weights, strict=False)
+    for name, target, saved in (("optimizer.pt", optimizer, opt_state), ("scaler.pt", state.scaler, scaler_state),
+                                ("scheduler.pt", state.lr_scheduler, scheduler_state)):
+        if saved is not None:
+            try:
+                target.load_state_dict(saved)
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+                raise CheckpointError(f"{folder / name}: does not fit the {type(target).__name__} ({type(e).__name__}: {e}).") from e
+    return state.replace(base_lrs=base_lrs)
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer, saved: Any, where: Path) -> None:
+    """The checks ``Optimizer.load_state_dict`` makes, done before anything is loaded."""
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not isinstance(saved.get("state"), dict):
+        raise CheckpointError(f"{where}: not an optimizer state_dict.")
+    own = [len(g["params"]) for g in optimizer.param_groups]
+    theirs = [len(g.get("params", ())) if isinstance(g, dict) else -1 for g in groups]
+    if own != theirs:
+        raise CheckpointError(
+            f"{where}: parameter groups of sizes {theirs}, but the optimizer has {own}: build the optimizer as in the saved run."
+        )

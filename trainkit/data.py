@@ -477,7 +477,7 @@ def _pad_arrow(table: Any, collator: Any) -> Any:
 
 class _Batches(torch.utils.data.Dataset):
     """A batch per DataLoader call: ``__getitems__((batch_number, indices))`` reads the rows (one Arrow read
-    for the fast path) and collates them, a random collator under the CPU generator seeded for that batch."""
+    for the fast path) and collates them, both under the CPU generator seeded for that batch."""
 
     def __init__(self, dataset: Any, collator: Collator, kind: str | None, arrow: bool, seed: int | None) -> None:
         self.dataset = dataset.with_format("arrow") if arrow else dataset
@@ -491,6 +491,15 @@ class _Batches(torch.utils.data.Dataset):
 
     def __getitems__(self, item: tuple[int, list[int]]) -> Any:
         number, indices = item
+        if self.seed is None:
+            return self._fetch(indices)
+        # Fetch and collate under this batch's own seed: a dataset transform or a random collator
+        # then draws the same numbers whether or not earlier batches were produced (resume).
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(derive_seed(self.seed, number))
+            return self._fetch(indices)
+
+    def _fetch(self, indices: list[int]) -> Any:
         if self.arrow:
             table = self.dataset[indices]  # a pyarrow.Table
             batch = _default_arrow(table) if self.kind == "default" else _pad_arrow(table, self.collator)
@@ -501,11 +510,7 @@ class _Batches(torch.utils.data.Dataset):
         else:
             getitems = getattr(self.dataset, "__getitems__", None)
             rows = getitems(indices) if getitems else [self.dataset[i] for i in indices]
-        if self.seed is None:
-            return self._collate(rows)
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(derive_seed(self.seed, number))
-            return self._collate(rows)
+        return self._collate(rows)
 
     def _collate(self, rows: Any) -> Any:
         try:

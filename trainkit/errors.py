@@ -20,6 +20,8 @@ __all__ = [
     "StaleStateError",
     "NonFiniteError",
     "CheckpointError",
+    "TrainkitWarning",
+    "CheckpointWarning",
 ]
 
 
@@ -45,6 +47,14 @@ class NonFiniteError(TrainkitError, FloatingPointError):
 
 class CheckpointError(TrainkitError, OSError):
     """A checkpoint is missing, incomplete, corrupted or does not match the model."""
+
+
+class TrainkitWarning(UserWarning):
+    """Base class of the warnings trainkit issues (never a substitute for an error)."""
+
+
+class CheckpointWarning(TrainkitWarning):
+    """A checkpoint was skipped because it failed verification; the message names the file."""
 
 
 def closest_names(value: str, known: Iterable[str], *, n: int = 3) -> list[str]:

@@ -15,27 +15,43 @@ raise instead of being ignored.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from torch import nn
-from transformers.trainer_callback import TrainerControl, TrainerState
+from transformers.trainer_callback import ExportableState, TrainerControl, TrainerState
 from transformers.trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 
 from trainkit import data as tkdata
 from trainkit.args import TrainingArguments, from_hf
 from trainkit.callbacks import make_callback_handler
-from trainkit.checkpoint import list_checkpoints, load_model_weights, rotate_checkpoints, save_model, write_checkpoint
-from trainkit.errors import ConfigError, UnsupportedOptionError
+from trainkit.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_model_weights,
+    read_checkpoint_metadata,
+    remove_staging,
+    rotate_checkpoints,
+    save_checkpoint,
+    save_model,
+    write_checkpoint,
+)
+from trainkit.errors import ConfigError
 from trainkit.evaluation import evaluate as evaluate_batches
 from trainkit.losses import label_smoothed_loss
 from trainkit.optim import make_optimizer
+from trainkit.resume import check_fingerprint, data_fingerprint, resolve_checkpoint
 from trainkit.schedules import make_schedule, make_scheduler
 from trainkit.state import TrainState, init_state
 from trainkit.step import StepHooks, train_step
@@ -111,6 +127,8 @@ class Trainer:
         self.control = TrainerControl()
         self._train_state: TrainState | None = None
         self._flop_params: int | None = None
+        self._losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
+        self._sigterm = False
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
 
     # ---- models, optimizers, schedules --------------------------------------------------------
@@ -245,26 +263,30 @@ class Trainer:
         """Train; returns ``TrainOutput(global_step, training_loss, metrics)`` with transformers' train metrics."""
         if kwargs:
             raise TypeError(f"train() got unexpected keyword arguments: {', '.join(kwargs)}.")
-        if resume_from_checkpoint not in (None, False):
-            raise UnsupportedOptionError(
-                f"Trainer.train(resume_from_checkpoint={resume_from_checkpoint!r}): resuming is not supported yet in "
-                f"this version of trainkit; start a new run or load weights with trainkit.checkpoint.load_model_weights."
-            )
         start = time.time()
         state, plan, num_samples = self._setup_training(trial)
+        self._losses = losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
+        if self.args.should_save:
+            remove_staging(self.args.output_dir)  # what a killed save left behind
+        first_step = state.step
+        if resume_from_checkpoint not in (None, False):
+            state = self._resume(resume_from_checkpoint, state)
+        first_epoch, skip = state.progress.epoch, state.progress.position
         # transformers builds the train dataloader before on_train_begin; callbacks receive it there.
-        batches = self.callback_handler.train_dataloader = self.get_train_dataloader(epoch=0)
+        batches = self.callback_handler.train_dataloader = self.get_train_dataloader(epoch=first_epoch, skip_batches=skip)
         self._fire("on_train_begin")
-        if self.args.eval_on_start:
+        if self.args.eval_on_start and state.step == 0:
             self._evaluate(ignore_keys_for_eval, skip_scheduler=True)
-        losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
-        for epoch in range(plan.num_train_epochs):
-            batches = batches if epoch == 0 else self.get_train_dataloader(epoch=epoch)
-            state = self._run_epoch(state, epoch, batches, plan, losses, ignore_keys_for_eval)
-            if self.control.should_training_stop:
-                break
-        train_loss = losses.total() / max(self.state.global_step, 0.001)
+        with self._stop_on_sigterm():
+            for epoch in range(first_epoch, plan.num_train_epochs):
+                if state.step >= plan.max_steps:
+                    break
+                batches = batches if epoch == first_epoch else self.get_train_dataloader(epoch=epoch)
+                state = self._run_epoch(state, epoch, batches, plan, losses, ignore_keys_for_eval, seen=skip if epoch == first_epoch else 0)
+                if self.control.should_training_stop:
+                    break
         steps = self.state.global_step
+        train_loss = losses.total() / max(steps - first_step, 0.001)
         metrics = _speed_metrics("train", start, num_samples=num_samples * steps / max(plan.max_steps, 1), num_steps=steps)
         metrics.update(total_flos=self.state.total_flos, train_loss=train_loss)
         self.log(metrics)
@@ -308,7 +330,7 @@ class Trainer:
             eval_steps=args.resolve_steps(args.eval_steps or args.logging_steps, plan.max_steps),
             save_steps=args.resolve_steps(args.save_steps, plan.max_steps),
             is_local_process_zero=True, is_world_process_zero=True,
-            stateful_callbacks=[cb for cb in self.callback_handler.callbacks if hasattr(cb, "state")],
+            stateful_callbacks=[cb for cb in self.callback_handler.callbacks if isinstance(cb, ExportableState)],
         )
         self.state.log_history = []
         handler = self.callback_handler
@@ -316,7 +338,8 @@ class Trainer:
         return state, plan, num_samples
 
     def _run_epoch(
-        self, state: TrainState, epoch: int, batches: Any, plan: tkdata.StepPlan, losses: _LossTracker, ignore_keys: list[str] | None
+        self, state: TrainState, epoch: int, batches: Any, plan: tkdata.StepPlan, losses: _LossTracker,
+        ignore_keys: list[str] | None, *, seen: int = 0,
     ) -> TrainState:
         """One epoch of windows through train_step, with transformers' events, logging, evaluation and saving."""
         args, loss_options = self.args, self._loss_options()
@@ -327,7 +350,6 @@ class Trainer:
         )
         self.callback_handler.train_dataloader = batches
         self._fire("on_epoch_begin")
-        seen = 0
         for window in tkdata.windows(batches, args.gradient_accumulation_steps):
             self._fire("on_step_begin")
             state, out = train_step(state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks, **loss_options)
@@ -342,12 +364,59 @@ class Trainer:
             self.state.global_step = state.step
             self.state.epoch = epoch + seen / plan.batches_per_epoch
             self._fire("on_step_end")
+            if self._sigterm:  # finish this step, commit a checkpoint, stop cleanly
+                self.control.should_save = self.control.should_training_stop = True
             self._maybe_log_evaluate_save(losses, ignore_keys)
             if self.control.should_epoch_stop or self.control.should_training_stop:
                 break
+        else:  # the epoch's data is exhausted: a checkpoint from here on resumes at the next epoch
+            state = self._train_state = state.replace(progress=state.progress.next_epoch())
         self._fire("on_epoch_end")
         self._maybe_log_evaluate_save(losses, ignore_keys)
         return state
+
+    def _fingerprint(self) -> dict[str, Any]:
+        args = self.args
+        return data_fingerprint(
+            batch_size=args.train_batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
+            world_size=args.world_size, dataset_length=len(self.train_dataset) if tkdata.has_length(self.train_dataset) else None,
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+        )
+
+    def _resume(self, resume_from_checkpoint: Any, state: TrainState) -> TrainState:
+        """Load a checkpoint into the model, optimizer, TrainerState and loss bookkeeping; return the state."""
+        path = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir, latest_checkpoint)
+        extra = read_checkpoint_metadata(path).get("extra", {})
+        same_data = check_fingerprint(extra.get("data"), self._fingerprint(), ignore_data_skip=self.args.ignore_data_skip)
+        state = load_checkpoint(path, state.model, self.optimizer, schedule=self.lr_scheduler)
+        if not same_data:  # ignore_data_skip: keep weights and optimizer, restart the current epoch
+            state = state.replace(progress=attrs.evolve(state.progress, position=0))
+        self._train_state = state
+        max_steps, steps = self.state.max_steps, (self.state.logging_steps, self.state.eval_steps, self.state.save_steps)
+        self.state = TrainerState.load_from_json(str(path / "trainer_state.json"))
+        self.state.max_steps, (self.state.logging_steps, self.state.eval_steps, self.state.save_steps) = max_steps, steps
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.LambdaLR):  # keep its counters in step for readers
+            self.lr_scheduler.last_epoch = state.step
+            self.lr_scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self._losses.restore(extra.get("loss_tracker"))
+        return state
+
+    @contextlib.contextmanager
+    def _stop_on_sigterm(self) -> Any:
+        """While training, SIGTERM finishes the current step, commits a checkpoint and stops cleanly."""
+        self._sigterm = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self._sigterm = True
+
+        previous = signal.signal(signal.SIGTERM, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def _maybe_log_evaluate_save(self, losses: _LossTracker, ignore_keys: list[str] | None) -> None:
         if self.control.should_log and losses.pending:
@@ -396,10 +465,13 @@ class Trainer:
         args, step = self.args, self.state.global_step
         if self.args.metric_for_best_model is not None and self.state.best_global_step == step:
             self.state.best_model_checkpoint = str(Path(args.output_dir) / f"checkpoint-{step}")
-        write_checkpoint(
-            args.output_dir, step, model=self.model, processing_class=self.processing_class,
-            optimizer=None if args.save_only_model else self.optimizer, trainer_state=self.state, args_json=args.to_json_string(),
-        )
+        if args.save_only_model or self._train_state is None or not self._train_state.is_live:
+            write_checkpoint(args.output_dir, step, model=self.model, processing_class=self.processing_class,
+                             trainer_state=self.state, args_json=args.to_json_string())
+        else:
+            extra = {"data": self._fingerprint(), "loss_tracker": self._losses.snapshot()}
+            save_checkpoint(self._train_state, args.output_dir, processing_class=self.processing_class,
+                            trainer_state=self.state, args_json=args.to_json_string(), extra=extra)
         rotate_checkpoints(args.output_dir, limit=args.save_total_limit, keep=self.state.best_model_checkpoint)
 
     # ---- evaluation and prediction -----------------------------------------------------------
@@ -495,6 +567,15 @@ class _LossTracker:
 
     def total(self) -> float:
         return self.logged + self.since_log.item()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a checkpoint needs so the next log after a resume averages the same steps."""
+        return {"since_log": self.since_log.item(), "dtype": str(self.since_log.dtype).removeprefix("torch."), "pending": self.pending}
+
+    def restore(self, saved: dict[str, Any] | None) -> None:
+        if saved:
+            self.since_log = torch.tensor(saved["since_log"], dtype=getattr(torch, saved["dtype"]))
+            self.pending = saved["pending"]
 
 
 def _convert_args(args: Any) -> TrainingArguments:
