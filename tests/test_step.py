@@ -401,3 +401,11 @@ def test_eval_step_tuple_outputs_drop_the_loss_and_several_label_names_give_a_tu
     assert isinstance(out.logits, torch.Tensor) and torch.equal(out.logits, expected.logits)
     two = eval_step(state, {**batch, "extra": torch.tensor([5, 6, 7])}, label_names=("labels", "extra"))
     assert isinstance(two.labels, tuple) and torch.equal(two.labels[1], torch.tensor([5, 6, 7]))
+
+
+def test_model_facts_see_through_wrappers():
+    """A causal LM wrapped by torch.compile is still counted with shifted labels."""
+    from trainkit.step import _model_facts
+
+    assert _model_facts(torch.compile(tiny_gpt2()))[1] is True
+    assert _model_facts(torch.compile(tiny_bert()))[1] is False

@@ -69,6 +69,7 @@ import attrs
 import torch
 from torch import nn
 
+from trainkit._models import unwrap_model
 from trainkit.errors import CheckpointError, CheckpointWarning, ConfigError, TrainkitError, TrainkitWarning
 from trainkit.state import Progress, TrainState, init_state
 
@@ -90,11 +91,6 @@ _CHUNK = 1 << 20
 
 
 # ---- models -------------------------------------------------------------------------------------
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model) if hasattr(model, "no_sync") else model  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 def _is_pretrained(model: nn.Module) -> bool:
@@ -122,7 +118,7 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str], *, processin
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    model = _unwrap(model)
+    model = unwrap_model(model)
     if _is_pretrained(model):
         model.save_pretrained(folder)
     else:
@@ -187,7 +183,7 @@ def load_model_weights(model: nn.Module, directory: str | os.PathLike[str]) -> N
             names it), or a tensor is missing or has another shape (the message names the first
             mismatched parameter and both shapes).
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     folder = Path(directory)
     loaded = _read_weights(folder)
     _check_weights(model, loaded, folder / SAFE_WEIGHTS)
@@ -642,7 +638,7 @@ def load_checkpoint(
             raise ValueError(f"seed={seed!r}, precision={precision!r}, scaler={has_scaler!r}")
     except (KeyError, TypeError, ValueError, TrainkitError) as e:
         raise CheckpointError(f"{state_file}: malformed ({type(e).__name__}: {e}).") from e
-    bare = _unwrap(model)
+    bare = unwrap_model(model)
     weights = _read_weights(folder)
     _check_weights(bare, weights, folder / SAFE_WEIGHTS)
     if len(base_lrs) != len(optimizer.param_groups):

@@ -28,6 +28,7 @@ import attrs
 import torch
 from torch import nn
 
+from trainkit._models import is_pretrained, unwrap_model
 from trainkit.errors import ConfigError, NonFiniteError
 from trainkit.seeding import derive_seed
 from trainkit.state import Progress, TrainState
@@ -168,16 +169,11 @@ def _count_items(batch: Any, label_names: Sequence[str], shift: bool) -> int:
 _MODEL_FACTS: weakref.WeakKeyDictionary[nn.Module, tuple[bool, bool]] = weakref.WeakKeyDictionary()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    # DistributedDataParallel and similar wrappers keep the real model in `.module`.
-    return getattr(model, "module", model) if hasattr(model, "no_sync") else model
-
-
 def _model_facts(model: nn.Module) -> tuple[bool, bool]:
     """(accepts num_items_in_batch, loss shifts labels) for ``model``, cached per instance."""
     facts = _MODEL_FACTS.get(model)
     if facts is None:
-        inner = _unwrap(model)
+        inner = unwrap_model(model)
         # Only an explicit opt-in counts. transformers' own heuristic (forward takes **kwargs)
         # is wrong for models that compute their own mean loss: BertForSequenceClassification
         # (transformers 5.24) takes **kwargs yet ignores num_items_in_batch, so accumulation
@@ -190,13 +186,9 @@ def _model_facts(model: nn.Module) -> tuple[bool, bool]:
     return facts
 
 
-def _is_pretrained(model: nn.Module) -> bool:
-    return any(c.__name__ == "PreTrainedModel" for c in type(model).__mro__)
-
-
 def _shifts_labels(model: nn.Module) -> bool:
     """Whether the model's loss predicts label[i + 1] at position i (a decoder-only causal LM)."""
-    if not _is_pretrained(model):
+    if not is_pretrained(model):
         return False
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False):
