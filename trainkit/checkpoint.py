@@ -76,7 +76,7 @@ from trainkit.state import Progress, TrainState, init_state
 __all__ = [
     "CheckpointWarning", "TrainkitWarning", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
     "latest_checkpoint", "remove_staging", "read_trainer_state", "read_checkpoint_metadata", "save_model",
-    "load_model_weights", "write_checkpoint", "list_checkpoints", "rotate_checkpoints",
+    "load_model_weights", "write_checkpoint", "list_checkpoints", "rotate_checkpoints", "delete_checkpoint",
 ]
 
 PREFIX = "checkpoint"
@@ -490,8 +490,21 @@ def rotate_checkpoints(output_dir: str | os.PathLike[str], *, limit: int | None,
     excess = len(checkpoints) - limit
     doomed = [p for p in checkpoints if p.resolve() != best][: max(excess, 0)]
     for path in doomed:
-        shutil.rmtree(path)
+        delete_checkpoint(path)
     return doomed
+
+
+def delete_checkpoint(path: str | os.PathLike[str]) -> None:
+    """Delete a committed checkpoint folder so that a kill midway never leaves a partial ``checkpoint-N``.
+
+    The folder is first renamed to a staging name (atomic), then deleted; what a kill leaves is a
+    ``.staging-*`` folder, which :func:`remove_staging` deletes at the next start.
+    """
+    path = Path(path)
+    doomed = _unique_dir(path.parent, f"{_STAGING}deleted-{path.name}-{os.getpid()}")
+    os.replace(path, doomed / path.name)
+    _fsync_dir(path.parent)
+    shutil.rmtree(doomed)
 
 
 # ---- safe reading ---------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import shutil
 import signal
 import threading
 import time
@@ -36,6 +35,7 @@ from trainkit import data as tkdata
 from trainkit.args import TrainingArguments, from_hf
 from trainkit.callbacks import make_callback_handler
 from trainkit.checkpoint import (
+    delete_checkpoint,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -297,7 +297,7 @@ class Trainer:
             best = Path(self.state.best_model_checkpoint).resolve()
             for path in list_checkpoints(self.args.output_dir):
                 if path.resolve() != best:
-                    shutil.rmtree(path, ignore_errors=True)
+                    delete_checkpoint(path)
         self._fire("on_train_end")
         return TrainOutput(steps, train_loss, metrics)
 
