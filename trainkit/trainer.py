@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
-from transformers.trainer_callback import ExportableState, TrainerControl, TrainerState
+from transformers.trainer_callback import ExportableState, TrainerCallback, TrainerControl, TrainerState
 from transformers.trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 
 from trainkit import data as tkdata
@@ -255,6 +255,18 @@ class Trainer:
 
         return {"loss_fn": loss_fn}
 
+    def _step_hooks(self) -> StepHooks:
+        """The in-step events, each only if some callback handles it: they are pure dispatch in
+        transformers' handler (no flag to reset), and firing them for nobody costs a step time.
+        Checked once per epoch, so a callback added in mid-epoch gets them from the next epoch."""
+        handled = {
+            event for event in ("on_substep_end", "on_pre_optimizer_step", "on_optimizer_step")
+            for callback in self.callback_handler.callbacks if getattr(type(callback), event) is not getattr(TrainerCallback, event)
+        }
+        fire = lambda event: (lambda *_: self._fire(event)) if event in handled else None  # noqa: E731
+        return StepHooks(on_micro_batch_end=fire("on_substep_end"), before_update=fire("on_pre_optimizer_step"),
+                         after_update=fire("on_optimizer_step"))
+
     def _fire(self, event: str, **kwargs: Any) -> TrainerControl:
         self.control = getattr(self.callback_handler, event)(self.args, self.state, self.control, **kwargs)
         return self.control
@@ -343,11 +355,7 @@ class Trainer:
     ) -> TrainState:
         """One epoch of windows through train_step, with transformers' events, logging, evaluation and saving."""
         args, loss_options = self.args, self._loss_options()
-        hooks = StepHooks(
-            on_micro_batch_end=lambda i: self._fire("on_substep_end"),
-            before_update=lambda: self._fire("on_pre_optimizer_step"),
-            after_update=lambda: self._fire("on_optimizer_step"),
-        )
+        hooks = self._step_hooks()
         self.callback_handler.train_dataloader = batches
         self._fire("on_epoch_begin")
         for window in tkdata.windows(batches, args.gradient_accumulation_steps):
@@ -542,40 +550,41 @@ class Trainer:
 
 
 class _LossTracker:
-    """transformers' loss bookkeeping: the mean window loss since the last log, and the running total."""
+    """transformers' loss bookkeeping: the mean window loss since the last log, and the running total.
+
+    Plain floats: train_step has already synchronised to check the loss, so reading it is free.
+    """
 
     def __init__(self, *, nan_filter: bool) -> None:
         self.nan_filter = nan_filter
-        self.since_log = torch.zeros(())
+        self.since_log = 0.0
         self.pending = 0
         self.logged = 0.0
         self.last: Any = None
 
     def add(self, out: Any) -> None:
-        loss = out.loss.detach().cpu()
+        loss = out.loss.item()
         # logging_nan_inf_filter: a non-finite loss counts as the mean of the others since the last log.
-        if self.nan_filter and not torch.isfinite(loss):
+        if self.nan_filter and not math.isfinite(loss):
             loss = self.since_log / (1 + self.pending)
         self.since_log, self.pending, self.last = self.since_log + loss, self.pending + 1, out
 
     def flush(self) -> dict[str, float]:
-        total = self.since_log.item()
-        logs = {"loss": total / self.pending, "grad_norm": self.last.grad_norm.item(), "learning_rate": self.last.lr}
-        self.logged += total
-        self.since_log, self.pending = torch.zeros(()), 0
+        logs = {"loss": self.since_log / self.pending, "grad_norm": self.last.grad_norm.item(), "learning_rate": self.last.lr}
+        self.logged += self.since_log
+        self.since_log, self.pending = 0.0, 0
         return logs
 
     def total(self) -> float:
-        return self.logged + self.since_log.item()
+        return self.logged + self.since_log
 
     def snapshot(self) -> dict[str, Any]:
         """What a checkpoint needs so the next log after a resume averages the same steps."""
-        return {"since_log": self.since_log.item(), "dtype": str(self.since_log.dtype).removeprefix("torch."), "pending": self.pending}
+        return {"since_log": self.since_log, "pending": self.pending}
 
     def restore(self, saved: dict[str, Any] | None) -> None:
         if saved:
-            self.since_log = torch.tensor(saved["since_log"], dtype=getattr(torch, saved["dtype"]))
-            self.pending = saved["pending"]
+            self.since_log, self.pending = float(saved["since_log"]), int(saved["pending"])
 
 
 def _convert_args(args: Any) -> TrainingArguments:
