@@ -190,7 +190,7 @@ def evaluate(
     for key in list(metrics):  # transformers' order: renamed keys move to the end
         if not key.startswith(f"{metric_key_prefix}_"):
             metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
-    metrics.update(_speed_metrics(metric_key_prefix, time.perf_counter() - start, num_samples, num_batches))
+    metrics.update(speed_metrics(metric_key_prefix, time.perf_counter() - start, num_samples, num_batches))
     return EvalResult(predictions=predictions, label_ids=label_ids, metrics=metrics, num_samples=num_samples)
 
 
@@ -355,7 +355,7 @@ def _denumpify(value: Any) -> Any:
     return value
 
 
-def _speed_metrics(prefix: str, runtime: float, num_samples: int, num_steps: int) -> dict[str, float]:
+def speed_metrics(prefix: str, runtime: float, num_samples: int, num_steps: int) -> dict[str, float]:
     """transformers' ``speed_metrics``, with the same rounding."""
     result = {f"{prefix}_runtime": round(runtime, 4)}
     if runtime > 0:

@@ -10,12 +10,16 @@ the resumed run starts its current epoch from the beginning instead of skipping 
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from trainkit.errors import CheckpointError, ConfigError
 
-__all__ = ["data_fingerprint", "check_fingerprint", "resolve_checkpoint"]
+__all__ = ["data_fingerprint", "check_fingerprint", "resolve_checkpoint", "SigtermFlag", "stop_on_sigterm"]
 
 
 def data_fingerprint(*, batch_size: int, gradient_accumulation_steps: int, world_size: int, dataset_length: int | None, seed: int) -> dict[str, Any]:
@@ -92,3 +96,38 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | Any, output_dir: str
             f"checkpoint-N folder written by trainkit, or True for the newest one in output_dir."
         )
     return path
+
+
+class SigtermFlag:
+    """Set when SIGTERM arrived; a training loop checks ``requested`` after each step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[SigtermFlag]:
+    """While the block runs, SIGTERM sets a flag instead of killing the process.
+
+    A preempted job (a cluster sends SIGTERM first) can then finish its step, commit a checkpoint
+    and return normally. The previous handler is restored afterwards. Outside the main thread,
+    where Python cannot install handlers, the flag simply never rises.
+
+    Example:
+        >>> with stop_on_sigterm() as flag:
+        ...     flag.requested
+        False
+    """
+    flag = SigtermFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -15,11 +15,8 @@ raise instead of being ignored.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,9 +46,10 @@ from trainkit.checkpoint import (
 )
 from trainkit.errors import ConfigError
 from trainkit.evaluation import evaluate as evaluate_batches
+from trainkit.evaluation import speed_metrics
 from trainkit.losses import label_smoothed_loss
 from trainkit.optim import make_optimizer
-from trainkit.resume import check_fingerprint, data_fingerprint, resolve_checkpoint
+from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, resolve_checkpoint, stop_on_sigterm
 from trainkit.schedules import make_schedule, make_scheduler
 from trainkit.state import TrainState, init_state
 from trainkit.step import StepHooks, train_step
@@ -128,7 +126,7 @@ class Trainer:
         self._train_state: TrainState | None = None
         self._flop_params: int | None = None
         self._losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
-        self._sigterm = False
+        self._sigterm = SigtermFlag()
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
 
     # ---- models, optimizers, schedules --------------------------------------------------------
@@ -289,7 +287,7 @@ class Trainer:
         self._fire("on_train_begin")
         if self.args.eval_on_start and state.step == 0:
             self._evaluate(ignore_keys_for_eval, skip_scheduler=True)
-        with self._stop_on_sigterm():
+        with stop_on_sigterm() as self._sigterm:
             for epoch in range(first_epoch, plan.num_train_epochs):
                 if state.step >= plan.max_steps:
                     break
@@ -299,7 +297,7 @@ class Trainer:
                     break
         steps = self.state.global_step
         train_loss = losses.total() / max(steps - first_step, 0.001)
-        metrics = _speed_metrics("train", start, num_samples=num_samples * steps / max(plan.max_steps, 1), num_steps=steps)
+        metrics = speed_metrics("train", time.time() - start, num_samples * steps / max(plan.max_steps, 1), steps)
         metrics.update(total_flos=self.state.total_flos, train_loss=train_loss)
         self.log(metrics)
         if self.args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
@@ -372,7 +370,7 @@ class Trainer:
             self.state.global_step = state.step
             self.state.epoch = epoch + seen / plan.batches_per_epoch
             self._fire("on_step_end")
-            if self._sigterm:  # finish this step, commit a checkpoint, stop cleanly
+            if self._sigterm.requested:  # finish this step, commit a checkpoint, stop cleanly
                 self.control.should_save = self.control.should_training_stop = True
             self._maybe_log_evaluate_save(losses, ignore_keys)
             if self.control.should_epoch_stop or self.control.should_training_stop:
@@ -408,23 +406,6 @@ class Trainer:
             self.lr_scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         self._losses.restore(extra.get("loss_tracker"))
         return state
-
-    @contextlib.contextmanager
-    def _stop_on_sigterm(self) -> Any:
-        """While training, SIGTERM finishes the current step, commits a checkpoint and stops cleanly."""
-        self._sigterm = False
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def request_stop(signum: int, frame: Any) -> None:
-            self._sigterm = True
-
-        previous = signal.signal(signal.SIGTERM, request_stop)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
     def _maybe_log_evaluate_save(self, losses: _LossTracker, ignore_keys: list[str] | None) -> None:
         if self.control.should_log and losses.pending:
@@ -599,12 +580,3 @@ def _convert_args(args: Any) -> TrainingArguments:
     raise ConfigError(
         f"Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got {type(args).__name__}."
     )
-
-
-def _speed_metrics(split: str, start: float, *, num_samples: float, num_steps: int) -> dict[str, float]:
-    runtime = time.time() - start
-    metrics = {f"{split}_runtime": round(runtime, 4)}
-    if runtime > 0:
-        metrics[f"{split}_samples_per_second"] = round(num_samples / runtime, 3)
-        metrics[f"{split}_steps_per_second"] = round(num_steps / runtime, 3)
-    return metrics
