@@ -145,7 +145,7 @@ def evaluate(
             )
         out = eval_step(state, batch, loss_fn=loss_fn, compute_loss_func=compute_loss_func, label_names=label_names, ignore_keys=tuple(ignore_keys))
         num_samples, num_batches = num_samples + size, num_batches + 1
-        labels = _hf_labels(batch, label_names, out)
+        labels = out.labels  # eval_step applies transformers' rule: every label name present, a tuple for several
         # transformers keeps a loss only for batches with labels (or with no label names at all).
         if out.loss is not None and (loss_fn is not None or labels is not None or not label_names):
             losses.append((np.atleast_1d(_numpify(out.loss, "the loss")), size))
@@ -241,16 +241,6 @@ def _batch_size(batch: Any) -> int | None:
     if isinstance(batch, (torch.Tensor, np.ndarray)) and batch.ndim >= 1:
         return int(batch.shape[0])
     return None
-
-
-def _hf_labels(batch: Any, label_names: Sequence[str], out: EvalOutput) -> Any:
-    """A mapping batch has labels when it has every label name (a tuple for several)."""
-    if not isinstance(batch, Mapping):
-        return out.labels
-    values = [batch.get(name) for name in label_names]
-    if not values or any(v is None for v in values):
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _main_input(batch: Any, name: str) -> Any:
