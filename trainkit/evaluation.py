@@ -33,6 +33,7 @@ import attrs
 import numpy as np
 import torch
 
+from trainkit._models import unwrap_model
 from trainkit.errors import ConfigError, closest_names
 from trainkit.state import TrainState
 from trainkit.step import EvalOutput, LossFn, _to_device, eval_step
@@ -125,10 +126,9 @@ def evaluate(
     """
     include = _check_options(batches, include_for_metrics, metric_key_prefix, compute_metrics, preprocess_logits_for_metrics, on_batch)
     start = time.perf_counter()
-    model = getattr(state.model, "module", state.model)  # DistributedDataParallel keeps it in .module
-    if ignore_keys is None:  # transformers' default, from prediction_step
-        config = getattr(model, "config", None)
-        ignore_keys = [] if config is None else getattr(config, "keys_to_ignore_at_inference", ["cache"])
+    model = unwrap_model(state.model)
+    if ignore_keys is None:
+        ignore_keys = default_ignore_keys(model)
     main_input = getattr(model, "main_input_name", "input_ids")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     losses: list[tuple[np.ndarray, int]] = []  # per batch with a loss: (1-element array, batch size)
@@ -343,6 +343,19 @@ def _denumpify(value: Any) -> Any:
     if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.numel() == 1):
         return value.item()
     return value
+
+
+def default_ignore_keys(model: Any) -> list[str]:
+    """transformers' default ``ignore_keys`` (from ``prediction_step``): the config's
+    ``keys_to_ignore_at_inference``, else ``["cache"]``; nothing for a model without a config.
+
+    Example:
+        >>> import torch
+        >>> default_ignore_keys(torch.nn.Linear(2, 2))
+        []
+    """
+    config = getattr(unwrap_model(model), "config", None)
+    return [] if config is None else list(getattr(config, "keys_to_ignore_at_inference", ["cache"]))
 
 
 def speed_metrics(prefix: str, runtime: float, num_samples: int, num_steps: int) -> dict[str, float]:

@@ -46,13 +46,14 @@ from trainkit.checkpoint import (
 )
 from trainkit.errors import ConfigError
 from trainkit.evaluation import evaluate as evaluate_batches
-from trainkit.evaluation import speed_metrics
+from trainkit.evaluation import default_ignore_keys, speed_metrics
 from trainkit.losses import label_smoothed_loss
 from trainkit.optim import make_optimizer
 from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, resolve_checkpoint, stop_on_sigterm
 from trainkit.schedules import make_schedule, make_scheduler
 from trainkit.state import TrainState, init_state
 from trainkit.step import StepHooks, train_step
+from trainkit.step import _logits_of as logits_of
 
 __all__ = ["Trainer"]
 
@@ -241,15 +242,11 @@ class Trainer:
         it: with return_outputs=True, its outputs (less "loss" and the ignored keys) being the predictions."""
         if type(self).compute_loss is Trainer.compute_loss:
             return self._loss_options()
-        if ignore_keys is None:
-            config = getattr(self.model, "config", None)
-            ignore_keys = [] if config is None else getattr(config, "keys_to_ignore_at_inference", ["cache"])
-        skip = {*ignore_keys, "loss"}
+        ignore = default_ignore_keys(self.model) if ignore_keys is None else ignore_keys
 
         def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any]:
             loss, outputs = self.compute_loss(model, batch, return_outputs=True)
-            logits = tuple(v for k, v in outputs.items() if k not in skip) if isinstance(outputs, Mapping) else tuple(outputs[1:])
-            return loss.mean(), logits[0] if len(logits) == 1 else logits
+            return loss.mean(), logits_of(outputs, ignore, has_loss=True)
 
         return {"loss_fn": loss_fn}
 
