@@ -108,6 +108,16 @@ OPTIONS = {
     "do_predict": _bools,
     "resume_from_checkpoint": st.sampled_from([None, "checkpoint-10"]),
     "ignore_data_skip": _bools,
+    # HF 5.24 cannot build its arguments with a ddp_backend outside torchrun (accelerate asks the missing
+    # process group for its size), so only None is compared here; test_ddp_options covers the rest.
+    "ddp_backend": st.none(),
+    "ddp_timeout": st.integers(1, 7200),
+    "ddp_find_unused_parameters": st.sampled_from([None, True, False]),
+    "ddp_bucket_cap_mb": st.sampled_from([None, 1, 25]),
+    "ddp_broadcast_buffers": st.sampled_from([None, True, False]),
+    "ddp_static_graph": st.sampled_from([None, True, False]),
+    "log_on_each_node": _bools,
+    "save_on_each_node": _bools,
 }
 
 
@@ -120,6 +130,18 @@ def options(draw) -> dict:
     # trainkit's one stricter combination rule (nothing would ever be saved), checked in an example test
     assume(not (plain(opts.get("save_strategy", "steps")) == "best" and plain(opts.get("eval_strategy", "no")) == "no"))
     return opts
+
+
+def test_ddp_options():
+    """The DDP fields take HF's values and refuse others with the fix; from_hf carries them over."""
+    args = TrainingArguments(ddp_backend="gloo", ddp_timeout=60, ddp_find_unused_parameters=False, ddp_bucket_cap_mb=5)
+    assert (args.ddp_backend, args.ddp_timeout, args.ddp_bucket_cap_mb) == ("gloo", 60, 5)
+    with pytest.raises(ConfigError) as info:
+        TrainingArguments(ddp_backend="glo", ddp_timeout=0)
+    message = str(info.value)
+    assert "ddp_backend='glo'" in message and "gloo" in message and "ddp_timeout=0" in message
+    converted = from_hf(HF(output_dir=OUT, ddp_timeout=60, ddp_find_unused_parameters=True, save_on_each_node=True))
+    assert (converted.ddp_timeout, converted.ddp_find_unused_parameters, converted.save_on_each_node) == (60, True, True)
 
 
 def test_the_strategies_cover_every_supported_field():
@@ -368,7 +390,6 @@ UNSUPPORTED = [
     ("include_num_input_tokens_seen", True, False),
     ("neftune_noise_alpha", 5.0, False),
     ("average_tokens_across_devices", False, False),
-    ("ddp_timeout", 60, False),
     ("tf32", False, False),
 ]
 

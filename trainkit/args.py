@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import torch
 
+from trainkit.distributed import BACKENDS as _BACKENDS
 from trainkit.errors import ConfigError, UnsupportedOptionError, closest_names
 from trainkit.optim import OPTIMIZER_NAMES
 from trainkit.schedules import SCHEDULE_NAMES
@@ -236,6 +237,15 @@ class TrainingArguments:
     dataloader_prefetch_factor: int | None = None
     # Resume despite a changed batch size, accumulation, world size, dataset length or seed.
     ignore_data_skip: bool = False
+    # Multi-process training under torchrun (trainkit.distributed): the process group and DDP's options.
+    ddp_backend: str | None = None
+    ddp_timeout: int = 1800
+    ddp_find_unused_parameters: bool | None = None
+    ddp_bucket_cap_mb: int | None = None
+    ddp_broadcast_buffers: bool | None = None
+    ddp_static_graph: bool | None = None
+    log_on_each_node: bool = True
+    save_on_each_node: bool = False
     do_train: bool = False  # do_train, do_eval, do_predict and resume_from_checkpoint are for scripts:
     do_eval: bool = False  # HF's Trainer does not read them either.
     do_predict: bool = False
@@ -270,13 +280,14 @@ class TrainingArguments:
 
     @property
     def should_log(self) -> bool:
-        """Whether this process logs (HF's ``log_on_each_node=True`` default: local rank 0)."""
-        return self.local_process_index == 0
+        """Whether this process logs: rank 0 of each node (``log_on_each_node``), else global rank 0."""
+        return (self.local_process_index if self.log_on_each_node else self.process_index) == 0
 
     @property
     def should_save(self) -> bool:
-        """Whether this process writes checkpoints (HF's ``save_on_each_node=False`` default: rank 0)."""
-        return self.process_index == 0
+        """Whether this process writes checkpoints: global rank 0, or rank 0 of each node with
+        ``save_on_each_node`` (for nodes that share no file system)."""
+        return (self.local_process_index if self.save_on_each_node else self.process_index) == 0
 
     @property
     def device(self) -> torch.device:
@@ -541,6 +552,9 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("dataloader_prefetch_factor", _optional(lambda x: _int(x) and x >= 1), "None or an int >= 1"),
     ("eval_accumulation_steps", _optional(lambda x: _int(x) and x >= 1), "None or an int >= 1"),
     ("report_to", _str_list, "integration names, 'all' or 'none'"),
+    ("ddp_backend", _optional(lambda x: x in _BACKENDS), f"None (nccl on CUDA, gloo on CPU) or one of {', '.join(_BACKENDS)}"),
+    ("ddp_timeout", lambda x: _int(x) and x > 0, "an int number of seconds > 0"),
+    ("ddp_bucket_cap_mb", _optional(lambda x: _int(x) and x > 0), "None (DDP's default) or an int > 0"),
     ("include_for_metrics", lambda x: _str_list(x) and set(x) <= set(_FOR_METRICS), "a list of 'inputs', 'loss'"),
 ]
 _NAMED = (("optim", OPTIMIZER_NAMES), ("lr_scheduler_type", _SCHEDULERS), ("logging_strategy", _INTERVALS),
@@ -684,11 +698,11 @@ def from_hf(hf_args: transformers.TrainingArguments) -> TrainingArguments:
         >>> import transformers
         >>> from_hf(transformers.TrainingArguments(output_dir="out", learning_rate=1e-3)).learning_rate
         0.001
-        >>> from_hf(transformers.TrainingArguments(output_dir="out", hub_model_id="me/m", ddp_timeout=60))
+        >>> from_hf(transformers.TrainingArguments(output_dir="out", hub_model_id="me/m", full_determinism=True))
         Traceback (most recent call last):
         trainkit.errors.UnsupportedOptionError: transformers options trainkit does not support are set:
           - hub_model_id='me/m' (default None): trainkit does not support it. Fix: leave hub_model_id at its default.
-          - ddp_timeout=60 (default 1800): trainkit does not support it. Fix: leave ddp_timeout at its default.
+          - full_determinism=True (default False): trainkit does not support it: its steps are seeded per step, reproducible on CPU. Fix: leave full_determinism at its default.
     """
     import transformers
 

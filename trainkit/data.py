@@ -40,7 +40,7 @@ from trainkit._models import unwrap_model
 from trainkit.seeding import derive_seed
 
 __all__ = [
-    "StepPlan", "data_order", "num_batches", "updates_per_epoch", "plan_steps", "windows", "find_label_names",
+    "StepPlan", "data_order", "num_batches", "shard_batches", "updates_per_epoch", "plan_steps", "windows", "find_label_names",
     "signature_columns", "drop_unused_columns", "wrap_collator_removing_columns", "prepare_columns", "default_collator",
     "has_length",
     "check_max_steps", "check_batch", "train_batches", "eval_batches", "iterable_batches",
@@ -101,15 +101,60 @@ def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def num_batches(num_rows: int, batch_size: int, *, drop_last: bool = False) -> int:
-    """Batches in an epoch of ``num_rows`` rows (``len(DataLoader)``).
+def num_batches(num_rows: int, batch_size: int, *, drop_last: bool = False, world_size: int = 1) -> int:
+    """Batches in an epoch of ``num_rows`` rows for each process (``len(DataLoader)``).
+
+    With ``world_size`` processes each takes every ``world_size``-th batch (:func:`shard_batches`):
+    a last incomplete round is dropped with ``drop_last``, else padded so every process has as many.
 
     Example:
-        >>> num_batches(10, 3), num_batches(10, 3, drop_last=True)
-        (4, 3)
+        >>> num_batches(10, 3), num_batches(10, 3, drop_last=True), num_batches(10, 3, world_size=3)
+        (4, 3, 2)
     """
     rows, size = _int("num_batches", "num_rows", num_rows, 0), _int("num_batches", "batch_size", batch_size, 1)
-    return rows // size if drop_last else -(-rows // size)
+    total, world = rows // size if drop_last else -(-rows // size), _int("num_batches", "world_size", world_size, 1)
+    return total // world if drop_last else -(-total // world)
+
+
+def shard_batches(order: Sequence[int], *, batch_size: int, rank: int, world_size: int,
+                  drop_last: bool = False) -> list[tuple[int, list[int]]]:
+    """The batches of ``order`` that process ``rank`` of ``world_size`` trains on, numbered globally.
+
+    This is accelerate's ``BatchSamplerShard`` (``even_batches=True``), which ``transformers.Trainer``
+    uses under DDP: ``order`` is cut into batches of ``batch_size`` and process r takes batches
+    r, r + W, r + 2W... (W = ``world_size``), so one round of W batches is what one process with
+    batch ``W * batch_size`` would see. The epoch's end: with ``drop_last`` an incomplete round is
+    dropped; otherwise the last batch is completed, and missing batches of the round added, with
+    rows from the start of ``order`` (cycled), so every process has as many full batches. Those
+    repeated rows are trained on twice, as in transformers.
+
+    Args:
+        order: the epoch's rows, e.g. :func:`data_order`.
+        batch_size: rows per batch on each process.
+        rank: this process, in ``[0, world_size)``.
+        world_size: the number of processes.
+        drop_last: drop the incomplete last batch (and, with several processes, the incomplete round).
+
+    Returns:
+        ``[(global batch number, rows), ...]`` for ``rank``; the numbers seed per-batch randomness.
+
+    Example:
+        >>> [rows for _, rows in shard_batches(range(10), batch_size=3, rank=1, world_size=2)]
+        [[3, 4, 5], [9, 0, 1]]
+        >>> shard_batches(range(10), batch_size=3, rank=1, world_size=2, drop_last=True)
+        [(1, [3, 4, 5])]
+    """
+    where = "shard_batches"
+    size, world = _int(where, "batch_size", batch_size, 1), _int(where, "world_size", world_size, 1)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world:
+        raise ConfigError(f"{where}: `rank` got {rank!r}; expected an int in [0, world_size={world}).")
+    rows = list(order)
+    total = num_batches(len(rows), size, drop_last=drop_last, world_size=world)
+    if world > 1 and not drop_last and rows:
+        head = rows[:world * size]  # accelerate cycles the first round's rows
+        needed = total * world * size - len(rows)
+        rows += (head * (needed // len(head) + 1))[:needed]
+    return [(j * world + rank, rows[(j * world + rank) * size:(j * world + rank + 1) * size]) for j in range(total)]
 
 
 def updates_per_epoch(num_batches: int, k: int) -> int:
@@ -566,7 +611,7 @@ def _check_dataset(where: str, dataset: Any, batch_size: int, drop_last: bool, k
                 f"dataset = dataset.class_encode_column({c!r}), or .map(lambda r: {{{c!r}: label2id[r[{c!r}]]}}).")
 
 
-def _loader(where: str, dataset: Any, batches: list[list[int]], start: int, collator: Collator, seed: int | None,
+def _loader(where: str, dataset: Any, batches: list[tuple[int, list[int]]], collator: Collator, seed: int | None,
             num_workers: int, pin_memory: bool) -> Iterator[Any]:
     kind = _hf_kind(collator)
     arrow = kind is not None and _hf_kind(collator, unwrap=False) == kind and _is_hf_dataset(dataset) and \
@@ -576,7 +621,7 @@ def _loader(where: str, dataset: Any, batches: list[list[int]], start: int, coll
 
         arrow = not any(require_decoding(f) for f in dataset.features.values())
     loader = torch.utils.data.DataLoader(
-        _Batches(dataset, collator, kind, arrow, seed), batch_sampler=[(start + j, b) for j, b in enumerate(batches)],
+        _Batches(dataset, collator, kind, arrow, seed), batch_sampler=batches,
         collate_fn=_identity, num_workers=_int(where, "num_workers", num_workers, 0), pin_memory=pin_memory,
         generator=_generator(seed))  # DataLoader draws its workers' base seed here, not from the global RNG
     return _checked(where, iter(loader))
@@ -594,9 +639,47 @@ def _checked(where: str, batches: Iterator[Any]) -> Iterator[Any]:
         yield batch
 
 
+def _shard(where: str, rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """(rank, world size): the given ones, else torch.distributed's (0, 1 without a process group)."""
+    from trainkit.distributed import _current
+
+    current = _current()
+    world = current.world_size if world_size is None else _int(where, "world_size", world_size, 1)
+    rank = (current.rank if world_size is None else 0) if rank is None else rank
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world:
+        raise ConfigError(f"{where}: `rank` got {rank!r}; expected an int in [0, world_size={world}).")
+    return rank, world
+
+
+class _StreamShard(torch.utils.data.IterableDataset):
+    """Process ``rank``'s rows of a stream read in rounds of ``world * batch_size`` (``iterable_batches``)."""
+
+    def __init__(self, stream: Any, batch_size: int, rank: int, world: int, drop_last: bool, even: bool) -> None:
+        self.stream, self.size, self.rank, self.world, self.drop_last, self.even = stream, batch_size, rank, world, drop_last, even
+
+    def __iter__(self) -> Iterator[Any]:
+        mine = slice(self.rank * self.size, (self.rank + 1) * self.size)
+        first: list[Any] | None = None
+        round_: list[Any] = []
+        for row in self.stream:
+            round_.append(row)
+            if len(round_) == self.world * self.size:
+                yield from round_[mine]
+                first, round_ = first or round_, []
+        if round_ and not (self.even and self.drop_last):
+            if self.even:  # complete the round with the stream's first rows, as accelerate does
+                first = first or list(round_)
+                while len(round_) < self.world * self.size:
+                    round_ += first
+            yield from round_[mine]
+
+
 def train_batches(dataset: Any, *, batch_size: int, collator: Collator, seed: int, epoch: int, skip_batches: int = 0,
-                  drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Any]:
+                  drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False, rank: int | None = None,
+                  world_size: int | None = None) -> Iterator[Any]:
     """The batches of one training epoch of a map-style dataset, in ``data_order(seed, epoch, len(dataset))``.
+
+    Under DDP each process gets its share (:func:`shard_batches`) of the same order.
 
     Args:
         dataset: a ``datasets.Dataset`` or a torch map-style ``Dataset`` (with ``__len__``), its unused
@@ -609,6 +692,8 @@ def train_batches(dataset: Any, *, batch_size: int, collator: Collator, seed: in
         drop_last: drop a last batch smaller than ``batch_size``.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory (for CUDA).
+        rank: this process's share; None: ``torch.distributed``'s rank (0 without a process group).
+        world_size: the number of shares; None: ``torch.distributed``'s world size, else 1.
 
     Returns:
         An iterator of batches. Arguments are checked when it is created, before any batch.
@@ -629,36 +714,51 @@ def train_batches(dataset: Any, *, batch_size: int, collator: Collator, seed: in
         raise ConfigError(f"{where}: `dataset` ({type(dataset).__name__}) has no length, so it cannot be shuffled "
                           "by index. Fix: use iterable_batches for an IterableDataset.")
     _check_dataset(where, dataset, batch_size, drop_last, _hf_kind(collator))
+    rank, world = _shard(where, rank, world_size)
     order = data_order(seed, _int(where, "epoch", epoch, 0), len(dataset)).tolist()
-    total = num_batches(len(order), batch_size, drop_last=drop_last)
-    if _int(where, "skip_batches", skip_batches, 0) > total:
-        raise ConfigError(f"{where}: `skip_batches` got {skip_batches}, but the epoch has {total} batches. "
+    batches = shard_batches(order, batch_size=batch_size, rank=rank, world_size=world, drop_last=drop_last)
+    if world > 1 and not batches:
+        raise ConfigError(f"{where}: with drop_last=True, {len(order)} rows make fewer than one batch of {batch_size} "
+                          f"for each of the {world} processes. Fix: lower batch_size, or set drop_last=False.")
+    if _int(where, "skip_batches", skip_batches, 0) > len(batches):
+        raise ConfigError(f"{where}: `skip_batches` got {skip_batches}, but the epoch has {len(batches)} batches. "
                           "Fix: skip at most one epoch's batches, and count whole epochs in `epoch`.")
-    batches = [order[j * batch_size:(j + 1) * batch_size] for j in range(skip_batches, total)]
-    return _loader(where, dataset, batches, skip_batches, collator, derive_seed(seed, epoch), num_workers, pin_memory)
+    return _loader(where, dataset, batches[skip_batches:], collator, derive_seed(seed, epoch), num_workers, pin_memory)
 
 
 def eval_batches(dataset: Any, *, batch_size: int, collator: Collator, num_workers: int = 0,
-                 pin_memory: bool = False) -> Iterator[Any]:
+                 pin_memory: bool = False, rank: int | None = None, world_size: int | None = None) -> Iterator[Any]:
     """Every row once, in dataset order (stream order for a dataset without length), as HF evaluates.
+
+    Under DDP (``world_size`` > 1, by default torch.distributed's) process r evaluates batches
+    r, r + W, r + 2W... of that order, nothing repeated: the processes may get one batch more or
+    less, and :func:`~trainkit.evaluate` gathers the results back into dataset order.
 
     Raises:
         ConfigError: an empty dataset; ``batch_size`` < 1; with transformers' default collators, rows that
             are not mappings or a string label column; a collator output that is neither a mapping nor a
             tuple (at the first batch).
     """
+    rank, world = _shard("eval_batches", rank, world_size)
     if not has_length(dataset):
         return iterable_batches(dataset, batch_size=batch_size, collator=collator, num_workers=num_workers,
-                                pin_memory=pin_memory)
+                                pin_memory=pin_memory, rank=rank, world_size=world, even=False)
     _check_dataset("eval_batches", dataset, batch_size, False, _hf_kind(collator))
     n = len(dataset)
-    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    return _loader("eval_batches", dataset, batches, 0, collator, None, num_workers, pin_memory)
+    batches = [(j, list(range(i, min(i + batch_size, n)))) for j, i in enumerate(range(0, n, batch_size))]
+    return _loader("eval_batches", dataset, batches[rank::world], collator, None, num_workers, pin_memory)
 
 
 def iterable_batches(dataset: Any, *, batch_size: int, collator: Collator, epoch: int = 0, skip_batches: int = 0,
-                     drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Any]:
+                     drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False, rank: int | None = None,
+                     world_size: int | None = None, even: bool = True) -> Iterator[Any]:
     """Batches of an iterable dataset (torch or ``datasets.IterableDataset``) in stream order.
+
+    Under DDP (``world_size`` > 1, by default torch.distributed's) the stream is read in rounds of
+    ``world_size * batch_size`` rows and process r takes rows ``[r*b, (r+1)*b)`` of each round, as
+    accelerate's ``IterableDatasetShard``; with ``even`` (training) a last incomplete round is
+    dropped with ``drop_last``, else completed with the stream's first rows so every process has
+    as many batches. ``even=False`` (evaluation) leaves the last round short: nothing is repeated.
 
     ``dataset.set_epoch(epoch)`` is called when it exists, as HF does (a shuffled ``datasets.IterableDataset``
     reshuffles per epoch). A stream cannot be indexed: ``skip_batches`` batches are read and dropped,
@@ -667,8 +767,11 @@ def iterable_batches(dataset: Any, *, batch_size: int, collator: Collator, epoch
     """
     where = "iterable_batches"
     _int(where, "batch_size", batch_size, 1), _int(where, "skip_batches", skip_batches, 0), _int(where, "epoch", epoch, 0)
+    rank, world = _shard(where, rank, world_size)
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
+    if world > 1:
+        dataset = _StreamShard(dataset, batch_size, rank, world, drop_last, even)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator, drop_last=drop_last,
                                          num_workers=_int(where, "num_workers", num_workers, 0), pin_memory=pin_memory,
                                          generator=_generator(epoch))

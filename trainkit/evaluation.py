@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from trainkit._models import unwrap_model
+from trainkit.distributed import _gather_objects, world_size
 from trainkit.errors import ConfigError, closest_names
 from trainkit.state import TrainState
 from trainkit.step import EvalOutput, LossFn, _to_device, eval_step
@@ -80,6 +81,7 @@ def evaluate(
     on_batch: Callable[[int, EvalOutput], None] | None = None,
     concat_batches: bool = True,
     logging_nan_inf_filter: bool = True,
+    gather: bool | None = None,
 ) -> EvalResult:
     """Evaluate ``state``'s model on every batch and compute metrics on the whole set.
 
@@ -105,6 +107,11 @@ def evaluate(
         on_batch: called after each batch with its index and :class:`~trainkit.EvalOutput`.
         concat_batches: False keeps per-batch lists (``eval_do_concat_batches=False``).
         logging_nan_inf_filter: leave NaN/inf batch losses out of ``{prefix}_loss``.
+        gather: combine the results of every process (``torch.distributed``) before computing
+            metrics; None: when there are several processes. Each process must pass its share of
+            the batches as :func:`~trainkit.data.eval_batches` deals them (process r: batches r,
+            r + W, ...); the results are put back in dataset order, every process gets the same
+            predictions, labels and metrics, and ``compute_metrics`` sees the whole set.
 
     Returns:
         An :class:`EvalResult`.
@@ -131,10 +138,9 @@ def evaluate(
         ignore_keys = default_ignore_keys(model)
     main_input = getattr(model, "main_input_name", "input_ids")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    losses: list[tuple[np.ndarray, int]] = []  # per batch with a loss: (1-element array, batch size)
-    preds: list[Any] = []  # per-batch CPU numpy, concatenated once at the end
-    labels_parts: list[Any] = []
-    inputs_parts: list[Any] = []
+    # Per batch: (batch size, loss, predictions, labels, inputs), each part CPU numpy or None;
+    # the parts are concatenated once at the end.
+    records: list[tuple[int, Any, Any, Any, Any]] = []
     num_samples = num_batches = 0
     for index, batch in enumerate(batches):
         size = _batch_size(batch)
@@ -147,30 +153,39 @@ def evaluate(
         num_samples, num_batches = num_samples + size, num_batches + 1
         labels = out.labels  # eval_step applies transformers' rule: every label name present, a tuple for several
         # transformers keeps a loss only for batches with labels (or with no label names at all).
+        loss = pred = label = inputs = None
         if out.loss is not None and (loss_fn is not None or labels is not None or not label_names):
-            losses.append((np.atleast_1d(_numpify(out.loss, "the loss")), size))
+            loss = np.atleast_1d(_numpify(out.loss, "the loss"))
         if not prediction_loss_only:
             if out.logits is not None:
                 logits = out.logits
                 if preprocess_logits_for_metrics is not None:
                     logits = preprocess_logits_for_metrics(logits, _to_device(labels, device))
-                preds.append(_numpify(logits, "predictions"))
+                pred = _numpify(logits, "predictions")
                 del logits
             if labels is not None:
-                labels_parts.append(_numpify(labels, "label_ids"))
+                label = _numpify(labels, "label_ids")
             if "inputs" in include:
-                inputs_parts.append(_numpify(_main_input(batch, main_input), "inputs"))
+                inputs = _numpify(_main_input(batch, main_input), "inputs")
+        records.append((size, loss, pred, label, inputs))
         if on_batch is not None:
             on_batch(index, out)
         del out, labels  # free this batch's device tensors before the next forward
+    if gather is None:
+        gather = world_size() > 1
+    if gather:
+        records, num_samples, num_batches = _gather_records(records)
     if num_batches == 0:
         raise ConfigError(
             "evaluate: `batches` yielded no batch; expected at least one. Check that the dataset is "
             "not empty and that the DataLoader does not drop its only (incomplete) batch."
         )
-    gather = _concat if concat_batches else (lambda parts, where: list(parts))
-    predictions = gather(preds, "predictions") if preds else None
-    label_ids = gather(labels_parts, "label_ids") if labels_parts else None
+    losses = [(r[1], r[0]) for r in records if r[1] is not None]
+    preds, labels_parts, inputs_parts = ([r[i] for r in records if r[i] is not None] for i in (2, 3, 4))
+    del records
+    join = _concat if concat_batches else (lambda parts, where: list(parts))
+    predictions = join(preds, "predictions") if preds else None
+    label_ids = join(labels_parts, "label_ids") if labels_parts else None
     del preds, labels_parts  # the per-batch arrays; only the concatenated ones are kept
     per_sample = [np.repeat(loss, n) for loss, n in losses]  # transformers' loss.repeat(batch_size)
     all_losses = np.concatenate(per_sample) if per_sample else None
@@ -178,7 +193,7 @@ def evaluate(
     metrics: dict[str, Any] = {}
     if compute_metrics is not None and predictions is not None and label_ids is not None:
         extra = {
-            "inputs": gather(inputs_parts, "inputs") if "inputs" in include and inputs_parts else None,
+            "inputs": join(inputs_parts, "inputs") if "inputs" in include and inputs_parts else None,
             "losses": (all_losses if concat_batches else per_sample) if "loss" in include and per_sample else None,
         }
         metrics = _call_metrics(compute_metrics, predictions, label_ids, extra)
@@ -192,6 +207,13 @@ def evaluate(
             metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
     metrics.update(speed_metrics(metric_key_prefix, time.perf_counter() - start, num_samples, num_batches))
     return EvalResult(predictions=predictions, label_ids=label_ids, metrics=metrics, num_samples=num_samples)
+
+
+def _gather_records(records: list[Any]) -> tuple[list[Any], int, int]:
+    """Every process's per-batch records, back in dataset order: process r held batches r, r + W, ..."""
+    shares = _gather_objects(records)
+    ordered = [share[j] for j in range(max(map(len, shares))) for share in shares if j < len(share)]
+    return ordered, sum(r[0] for r in ordered), len(ordered)
 
 
 def predict(state: TrainState, batches: Iterable[Any], *, metric_key_prefix: str = "test", **options: Any) -> EvalResult:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from trainkit._models import is_pretrained, unwrap_model
+from trainkit.distributed import _ddp_group, _local_module
 from trainkit.errors import ConfigError, NonFiniteError
 from trainkit.seeding import derive_seed
 from trainkit.state import Progress, TrainState
@@ -44,12 +45,14 @@ class StepOutput:
     """What one :func:`train_step` reports.
 
     Attributes:
-        loss: the window's loss (mean over its label items), a detached 0-d tensor.
+        loss: the window's loss (mean over its label items), a detached 0-d tensor. Under DDP,
+            the loss of the global window (every rank's micro-batches), the same on every rank.
         grad_norm: the total L2 norm of the gradients *before* clipping, a detached 0-d tensor.
         lr: the learning rate of the first parameter group used by this update.
         lrs: the learning rate of every parameter group.
-        num_items: label items in the window (tokens or examples; samples when there are no labels).
-        num_samples: examples in the window.
+        num_items: label items in the window (tokens or examples; samples when there are no labels);
+            under DDP, summed over the ranks.
+        num_samples: examples in the window (under DDP, summed over the ranks).
         skipped: True if the update was not applied (non-finite values, or the fp16 grad
             scaler found an overflow); parameters and optimizer state are then unchanged.
         aux: what a ``loss_fn`` returned beside the loss, one entry per micro-batch, else None.
@@ -308,8 +311,10 @@ class _Plan:
     """What every micro-batch of one window shares."""
 
     device: torch.device
-    total_items: int
+    total_items: int  # over the window, and over every rank under DDP
     prenormalised: bool  # the loss is already divided by the window's items (num_items_in_batch)
+    world_size: int  # DDP averages gradients over the ranks; each rank's loss is scaled up to undo it
+    rank: int
     num_items: torch.Tensor | None
     loss_fn: LossFn | None
     compute_loss_func: Callable[..., torch.Tensor] | None
@@ -330,15 +335,18 @@ def _accumulate(
     aux: list[Any] = []
     for i, (micro, count) in enumerate(zip(window, counts)):
         last = i == len(window) - 1
-        if plan.prenormalised or count > 0:  # a micro-batch with no label item carries no weight
-            seed_streams(derive_seed(state.seed, state.progress.step, i))
+        # A micro-batch with no label item carries no weight and is skipped, except the last one
+        # under DDP: its backward is where the ranks all-reduce gradients, so every rank runs it.
+        if plan.prenormalised or count > 0 or (last and plan.world_size > 1 and plan.total_items > 0):
+            # Rank 0 (and a single process) keeps the (seed, step, i) stream; other ranks draw their own dropout.
+            seed_streams(derive_seed(state.seed, state.progress.step, i, *((plan.rank,) if plan.rank else ())))
             loss, extra = _micro_step(state, model, micro, count, last, plan)
             losses.append(loss)
             aux.append(extra)
         if not last and hooks.on_micro_batch_end is not None:
             hooks.on_micro_batch_end(i)
     if not losses:
-        return torch.tensor(float("nan")), aux
+        return torch.tensor(float("nan"), device=plan.device), aux
     return (losses[0] if len(losses) == 1 else torch.stack(losses).sum()), aux
 
 
@@ -357,10 +365,21 @@ def _micro_step(state: TrainState, model: nn.Module, micro: Any, count: int, las
                 label_names=plan.label_names,
                 num_items=plan.num_items,
             )
-        if not plan.prenormalised and count != plan.total_items:  # a lone micro-batch keeps weight 1
+        if count == 0 and not plan.prenormalised:
+            # The mean over no item is NaN; its zero-weighted backward still yields zero gradients.
+            loss = torch.nan_to_num(loss) * 0.0
+        elif not plan.prenormalised and count != plan.total_items:  # a lone micro-batch keeps weight 1
             loss = loss * (count / plan.total_items)
-        (scaler.scale(loss) if scaler is not None else loss).backward(create_graph=state.create_graph)
+        # DDP divides the summed gradients by the world size; the weights above are already global.
+        scaled = loss * plan.world_size if plan.world_size > 1 else loss
+        (scaler.scale(scaled) if scaler is not None else scaled).backward(create_graph=state.create_graph)
     return loss.detach(), extra
+
+
+def _all_reduce_ints(values: tuple[int, ...], device: torch.device, group: Any) -> tuple[int, ...]:
+    summed = torch.tensor(values, dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(summed, group=group)
+    return tuple(summed.tolist())
 
 
 def _update(
@@ -433,6 +452,13 @@ def train_step(
             the schedule do not advance). Either way parameters and optimizer state are untouched.
         hooks: :class:`StepHooks` to call inside the step (trainers use them for callbacks).
 
+    Under DDP (``state.model`` is a ``DistributedDataParallel``, see
+    :func:`~trainkit.distributed.wrap_model`) the step is exact across ranks: the label items
+    are summed over every rank's window before the forward, each rank weights its micro-batches
+    by their share of that global count, non-final micro-batches run under ``no_sync()``, and the
+    reported loss is all-reduced. The result equals one process training on the union of the
+    ranks' batches. Dropout is seeded per rank (rank 0 keeps the single-process stream).
+
     Returns:
         ``(new_state, output)``: the successor state and a :class:`StepOutput`.
 
@@ -468,13 +494,19 @@ def train_step(
     counts = [_count_items(b, label_names, shift) for b in window]
     total_items = sum(counts)
     num_samples = sum(_num_samples(b) for b in window)
+    group = _ddp_group(model)
+    world, rank = (torch.distributed.get_world_size(group), torch.distributed.get_rank(group)) if group is not None else (1, 0)
     has_labels = _labels_of(window[0], label_names) is not None
     # Either the loss is already normalised by the window's items (model or compute_loss_func
     # divides by num_items_in_batch), or we weight each micro-batch's mean by its share.
     prenormalised = compute_loss_func is not None or (loss_fn is None and has_labels and accepts_num_items)
 
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     device = params[0].device if params else torch.device("cpu")
+    if world > 1:
+        # Exact accumulation across ranks: weight by the items of the *global* window, as one
+        # process seeing every rank's batches would.
+        total_items, num_samples = _all_reduce_ints((total_items, num_samples), device, group)
     num_items = torch.tensor(total_items, device=device) if prenormalised else None
     if not model.training:
         model.train()
@@ -482,9 +514,13 @@ def train_step(
         with _private_rng(device) as seed_streams:
             plan = _Plan(
                 device=device, total_items=total_items, prenormalised=prenormalised, num_items=num_items,
+                world_size=world, rank=rank,
                 loss_fn=loss_fn, compute_loss_func=compute_loss_func, label_names=tuple(label_names),
             )
             window_loss, aux = _accumulate(state, model, window, counts, seed_streams, plan, hooks or _NO_HOOKS)
+            if world > 1:  # each rank holds its share of the global loss; every rank gets the sum,
+                # so all see the same loss and take the same raise/skip decision below.
+                torch.distributed.all_reduce(window_loss, group=group)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             grads = [p.grad for p in params if p.grad is not None]
@@ -570,7 +606,9 @@ def eval_step(
         >>> tuple(out.logits.shape), model.training
         ((4, 2), True)
     """
-    model = state.model
+    # Under DDP, evaluate the wrapped module: the wrapper's forward may broadcast buffers (a
+    # collective), and processes evaluate different numbers of batches.
+    model = _local_module(state.model)
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
     modes = [(m, m.training) for m in model.modules()]

@@ -44,6 +44,8 @@ from trainkit.checkpoint import (
     save_model,
     write_checkpoint,
 )
+from trainkit import distributed
+from trainkit._models import is_pretrained
 from trainkit.errors import ConfigError
 from trainkit.evaluation import evaluate as evaluate_batches
 from trainkit.evaluation import default_ignore_keys, speed_metrics
@@ -96,6 +98,8 @@ class Trainer:
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         self.args = _convert_args(args)
+        # Under torchrun, join the process group first: the device (cuda:LOCAL_RANK) depends on it.
+        distributed.setup_distributed(backend=self.args.ddp_backend, timeout=self.args.ddp_timeout, use_cpu=self.args.use_cpu)
         if (model is None) == (model_init is None):
             which = "both were given" if model is not None else "neither was given"
             raise ConfigError(f"Trainer: pass exactly one of `model` or `model_init`; {which}.")
@@ -109,6 +113,7 @@ class Trainer:
         set_seed(self.args.seed)  # as transformers does, before model_init builds a model
         self.model_init = model_init
         self.model = (self.call_model_init() if model is None else model).to(self.args.device)
+        self.model_wrapped = self.model  # transformers' name for the DDP (or compiled) model train() steps
         self.processing_class = processing_class
         self.data_collator = data_collator if data_collator is not None else tkdata.default_collator(processing_class)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
@@ -122,10 +127,11 @@ class Trainer:
             callbacks, model=self.model, processing_class=processing_class, optimizer=self.optimizer,
             lr_scheduler=self.lr_scheduler, disable_tqdm=bool(self.args.disable_tqdm),
         )
-        self.state = TrainerState(is_local_process_zero=True, is_world_process_zero=True)
+        self.state = TrainerState(**self._process_flags())
         self.control = TrainerControl()
         self._train_state: TrainState | None = None
         self._flop_params: int | None = None
+        self._current_flos = 0.0  # this process's flos since they were last added to state.total_flos
         self._losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
         self._sigterm = SigtermFlag()
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
@@ -141,6 +147,31 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"Trainer(model_init=...): model_init returned {type(model).__name__}, expected an nn.Module.")
         return model
+
+    def _process_flags(self) -> dict[str, bool]:
+        return {"is_local_process_zero": self.args.local_process_index == 0, "is_world_process_zero": self.args.process_index == 0}
+
+    def is_local_process_zero(self) -> bool:
+        """Whether this process is rank 0 of its node."""
+        return self.args.local_process_index == 0
+
+    def is_world_process_zero(self) -> bool:
+        """Whether this process is global rank 0 (the one that saves)."""
+        return self.args.process_index == 0
+
+    def _wrap_model(self) -> nn.Module:
+        """The model train_step runs: compiled (``torch_compile``), then DDP-wrapped with several processes."""
+        args, model = self.args, self.model
+        if args.torch_compile:
+            model = torch.compile(model, backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
+        if args.world_size == 1:
+            return model
+        find_unused = args.ddp_find_unused_parameters
+        if find_unused is None:  # transformers' default: on, except for a pretrained model with activation checkpointing
+            checkpointing = getattr(self.model, "is_activation_checkpointing", False) or bool(args.gradient_checkpointing)
+            find_unused = not checkpointing if is_pretrained(self.model) else True
+        return distributed.wrap_model(model, find_unused_parameters=find_unused, bucket_cap_mb=args.ddp_bucket_cap_mb,
+                                      broadcast_buffers=args.ddp_broadcast_buffers, static_graph=bool(args.ddp_static_graph))
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         """The optimizer: the one given in ``optimizers``, else from ``optimizer_cls_and_kwargs`` or ``args.optim``."""
@@ -186,7 +217,8 @@ class Trainer:
         dataset, collator = self._prepare(self.train_dataset, "training")
         args = self.args
         options = dict(batch_size=args.train_batch_size, collator=collator, epoch=epoch, skip_batches=skip_batches,
-                       drop_last=args.dataloader_drop_last, num_workers=args.dataloader_num_workers, pin_memory=self._pin_memory())
+                       drop_last=args.dataloader_drop_last, num_workers=args.dataloader_num_workers, pin_memory=self._pin_memory(),
+                       rank=args.process_index, world_size=args.world_size)
         if not tkdata.has_length(dataset):
             return tkdata.iterable_batches(dataset, **options)
         return tkdata.train_batches(dataset, seed=args.data_seed if args.data_seed is not None else args.seed, **options)
@@ -199,7 +231,8 @@ class Trainer:
             raise ConfigError("Trainer.evaluate() needs an eval_dataset; pass Trainer(eval_dataset=...) or evaluate(eval_dataset=...).")
         dataset, collator = self._prepare(dataset, "evaluation")
         args = self.args
-        return tkdata.eval_batches(dataset, batch_size=args.eval_batch_size, collator=collator, num_workers=args.dataloader_num_workers, pin_memory=self._pin_memory())
+        return tkdata.eval_batches(dataset, batch_size=args.eval_batch_size, collator=collator, num_workers=args.dataloader_num_workers,
+                                   pin_memory=self._pin_memory(), rank=args.process_index, world_size=args.world_size)
 
     def _pin_memory(self) -> bool:
         # Pinned memory only helps copies to an accelerator; torch warns when there is none.
@@ -293,6 +326,7 @@ class Trainer:
                 if self.control.should_training_stop:
                     break
         steps = self.state.global_step
+        self.store_flos()
         train_loss = losses.total() / max(steps - first_step, 0.001)
         metrics = speed_metrics("train", time.time() - start, num_samples * steps / max(plan.max_steps, 1), steps)
         metrics.update(total_flos=self.state.total_flos, train_loss=train_loss)
@@ -321,22 +355,22 @@ class Trainer:
             raise ConfigError("Trainer.train() needs a train_dataset; pass Trainer(train_dataset=...).")
         sized = tkdata.has_length(self.train_dataset)
         plan = tkdata.plan_steps(
-            num_batches=tkdata.num_batches(len(self.train_dataset), args.train_batch_size, drop_last=args.dataloader_drop_last) if sized else None,
+            num_batches=tkdata.num_batches(len(self.train_dataset), args.train_batch_size, drop_last=args.dataloader_drop_last,
+                                           world_size=args.world_size) if sized else None,
             gradient_accumulation_steps=args.gradient_accumulation_steps, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
         )
         total_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
         num_samples = plan.max_steps * total_batch if args.max_steps > 0 or not sized else len(self.train_dataset) * args.num_train_epochs
         self.create_optimizer_and_scheduler(plan.max_steps)
-        step_model = torch.compile(self.model, backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode) if args.torch_compile else self.model
+        self.model_wrapped = self._wrap_model()
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
-        state = init_state(step_model, self.optimizer, schedule=self.lr_scheduler, seed=args.seed, precision=precision)
+        state = init_state(self.model_wrapped, self.optimizer, schedule=self.lr_scheduler, seed=args.seed, precision=precision)
         self._train_state = state
         self.state = TrainerState(
             max_steps=plan.max_steps, num_train_epochs=plan.num_train_epochs, train_batch_size=args.train_batch_size,
             logging_steps=args.resolve_steps(args.logging_steps, plan.max_steps),
             eval_steps=args.resolve_steps(args.eval_steps or args.logging_steps, plan.max_steps),
-            save_steps=args.resolve_steps(args.save_steps, plan.max_steps),
-            is_local_process_zero=True, is_world_process_zero=True,
+            save_steps=args.resolve_steps(args.save_steps, plan.max_steps), **self._process_flags(),
             stateful_callbacks=[cb for cb in self.callback_handler.callbacks if isinstance(cb, ExportableState)],
         )
         self.state.log_history = []
@@ -362,12 +396,12 @@ class Trainer:
                 self.lr_scheduler.step()
             self._train_state = state
             seen += len(window)
-            self.state.total_flos += sum(float(self.floating_point_ops(batch)) for batch in window)
+            self._current_flos += sum(float(self.floating_point_ops(batch)) for batch in window)
             losses.add(out)
             self.state.global_step = state.step
             self.state.epoch = epoch + seen / plan.batches_per_epoch
             self._fire("on_step_end")
-            if self._sigterm.requested:  # finish this step, commit a checkpoint, stop cleanly
+            if self._stop_requested():  # finish this step, commit a checkpoint, stop cleanly
                 self.control.should_save = self.control.should_training_stop = True
             self._maybe_log_evaluate_save(losses, ignore_keys)
             if self.control.should_epoch_stop or self.control.should_training_stop:
@@ -377,6 +411,20 @@ class Trainer:
         self._fire("on_epoch_end")
         self._maybe_log_evaluate_save(losses, ignore_keys)
         return state
+
+    def _stop_requested(self) -> bool:
+        """SIGTERM seen, by any process: they must all stop after the same step, or the next collective hangs."""
+        if self.args.world_size == 1:
+            return self._sigterm.requested
+        return distributed.all_reduce_metrics({"stop": float(self._sigterm.requested)}, op="max")["stop"] > 0
+
+    def store_flos(self) -> None:
+        """Add every process's floating-point operations since the last call to ``state.total_flos``."""
+        flos = self._current_flos
+        if self.args.world_size > 1:
+            flos = distributed.all_reduce_metrics({"flos": flos}, op="sum")["flos"]
+        self.state.total_flos += flos
+        self._current_flos = 0.0
 
     def _fingerprint(self) -> dict[str, Any]:
         args = self.args
@@ -388,7 +436,16 @@ class Trainer:
 
     def _resume(self, resume_from_checkpoint: Any, state: TrainState) -> TrainState:
         """Load a checkpoint into the model, optimizer, TrainerState and loss bookkeeping; return the state."""
-        path = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir, latest_checkpoint)
+        # Rank 0 picks the checkpoint and every process loads that one (or raises the same error).
+        try:
+            found: Any = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir, latest_checkpoint) \
+                if self.args.process_index == 0 else None
+        except ConfigError as error:
+            found = error
+        found = distributed.broadcast_object(found)
+        if isinstance(found, ConfigError):
+            raise found
+        path = Path(found)
         extra = read_checkpoint_metadata(path).get("extra", {})
         same_data = check_fingerprint(extra.get("data"), self._fingerprint(), ignore_data_skip=self.args.ignore_data_skip)
         state = load_checkpoint(path, state.model, self.optimizer, schedule=self.lr_scheduler)
@@ -448,9 +505,19 @@ class Trainer:
         return False
 
     def _save_checkpoint(self) -> None:
+        """Write ``checkpoint-{step}``: every process arrives, the saving one commits, every process waits
+        for the commit, so a kill leaves either no new checkpoint or a complete one, and none moves on early."""
         args, step = self.args, self.state.global_step
+        self.store_flos()
         if self.args.metric_for_best_model is not None and self.state.best_global_step == step:
             self.state.best_model_checkpoint = str(Path(args.output_dir) / f"checkpoint-{step}")
+        distributed.barrier()
+        if args.should_save:
+            self._write_checkpoint()
+        distributed.barrier()
+
+    def _write_checkpoint(self) -> None:
+        args, step = self.args, self.state.global_step
         if args.save_only_model or self._train_state is None or not self._train_state.is_live:
             write_checkpoint(args.output_dir, step, model=self.model, processing_class=self.processing_class,
                              trainer_state=self.state, args_json=args.to_json_string())
@@ -514,8 +581,9 @@ class Trainer:
         self._fire("on_log", logs=logs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the model (``save_pretrained`` or safetensors) and the processing class."""
-        save_model(self.model, output_dir or self.args.output_dir, processing_class=self.processing_class)
+        """Save the model (``save_pretrained`` or safetensors) and the processing class (on the saving process)."""
+        if self.args.should_save:
+            save_model(self.model, output_dir or self.args.output_dir, processing_class=self.processing_class)
 
     def add_callback(self, callback: Any) -> None:
         self.callback_handler.add_callback(callback)
