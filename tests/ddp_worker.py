@@ -83,18 +83,28 @@ def causal_accuracy(pred) -> dict[str, float]:
 def _args(out: str, world: int, **options):
     from trainkit import TrainingArguments
 
-    defaults = dict(output_dir=out, per_device_train_batch_size=GLOBAL_BATCH // world, per_device_eval_batch_size=4,
+    defaults = dict(output_dir=out, per_device_train_batch_size=GLOBAL_BATCH // world, per_device_eval_batch_size=3,
                     learning_rate=1e-2, optim="adamw_torch", report_to="none", disable_tqdm=True, logging_steps=1,
                     save_strategy="no", seed=7)
     return TrainingArguments(**{**defaults, **options})
 
 
-def trainer_run(out: str, world: int, accumulation: int) -> dict:
-    """Train 2 epochs of 32 rows at global batch 8; evaluate the untrained model on 13 rows first."""
+def _params(model: torch.nn.Module) -> dict:
+    """The whole model's parameters (gathered on rank 0 when sharded: a collective)."""
+    from trainkit.sharding import full_state, is_sharded
+
+    if is_sharded(model):
+        return full_state(model, None)[0]
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def trainer_run(out: str, world: int, accumulation: int, **options) -> dict:
+    """Train 2 epochs of 32 rows at global batch 8; evaluate the untrained model on 13 rows first (batches of
+    3: rank 0 gets 3 batches, rank 1 gets 2, the last one short)."""
     from trainkit import Trainer
 
     trainer = Trainer(model=tiny_token_bert(seed=3), args=_args(out, world, gradient_accumulation_steps=accumulation,
-                                                           num_train_epochs=2),
+                                                           num_train_epochs=2, **options),
                       data_collator=pad_collate, train_dataset=rows(32, 1), eval_dataset=rows(13, 2),
                       compute_metrics=token_accuracy)
     metrics = trainer.evaluate()
@@ -105,30 +115,60 @@ def trainer_run(out: str, world: int, accumulation: int) -> dict:
         "predictions": list(predicted.predictions.shape), "label_ids": list(predicted.label_ids.shape),
         "logs": [{k: v for k, v in entry.items() if k in ("loss", "grad_norm", "learning_rate", "step", "epoch")}
                  for entry in trainer.state.log_history if "loss" in entry],
-        "params": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+        "params": _params(trainer.model),
     }
 
 
-def functional_run(world: int) -> dict:
+def fsdp_trainer_resume(out: str, world: int) -> dict:
+    """trainer_run's FSDP run saved a checkpoint per epoch; a fresh sharded Trainer resumes from epoch 1's."""
+    from trainkit import Trainer
+
+    trainer = Trainer(model=tiny_token_bert(seed=3), args=_args(out, world, num_train_epochs=2, fsdp="full_shard",
+                                                                save_strategy="epoch", gradient_accumulation_steps=2),
+                      data_collator=pad_collate, train_dataset=rows(32, 1))
+    trainer.train(resume_from_checkpoint=str(Path(out) / "checkpoint-2"))
+    return {"params": _params(trainer.model), "logs": [e["loss"] for e in trainer.state.log_history if "loss" in e]}
+
+
+def functional_run(world: int, strategy: str = "ddp", checkpoint: str | None = None) -> dict:
     """A compose-your-own loop: the same code for one process and under torchrun."""
-    from trainkit import evaluate, init_state, make_optimizer, train_step
+    from trainkit import evaluate, init_state, load_checkpoint, make_optimizer, save_checkpoint, train_step
     from trainkit.data import eval_batches, train_batches, windows
     from trainkit.distributed import all_reduce_metrics, wrap_model
+    from trainkit.sharding import shard_model
 
-    model = tiny_gpt2(seed=5)
-    optimizer = make_optimizer(model, "adamw_torch", lr=1e-2)
-    state = init_state(wrap_model(model), optimizer, seed=11)
+    def fresh():
+        model = tiny_gpt2(seed=5)
+        wrapped = shard_model(model) if strategy == "fsdp" else wrap_model(model)  # FSDP: before the optimizer
+        return model, wrapped, make_optimizer(model, "adamw_torch", lr=1e-2)
+
+    model, wrapped, optimizer = fresh()
+    state = init_state(wrapped, optimizer, seed=11)
     losses = []
     for epoch in range(2):
         batches = train_batches(rows(24, 3), batch_size=GLOBAL_BATCH // world, collator=pad_collate, seed=11, epoch=epoch)
         for window in windows(batches, 2):
             state, out = train_step(state, window, max_grad_norm=1.0, compute_loss_func=causal_loss)
             losses.append(out.loss.item())
-    result = evaluate(state, eval_batches(rows(13, 4), batch_size=4, collator=pad_collate), compute_metrics=causal_accuracy,
+    result = evaluate(state, eval_batches(rows(13, 4), batch_size=3, collator=pad_collate), compute_metrics=causal_accuracy,
                       compute_loss_func=causal_loss)
     mean = all_reduce_metrics({"rank_loss": losses[-1]})
+    params = _params(model)
+    after_load = None
+    if checkpoint is not None:  # save (every process under FSDP), load into a fresh model, take one step on both
+        path = save_checkpoint(state, checkpoint)
+        model2, wrapped2, optimizer2 = fresh()
+        loaded = load_checkpoint(path, wrapped2, optimizer2)
+        window = next(windows(train_batches(rows(24, 3), batch_size=GLOBAL_BATCH // world, collator=pad_collate,
+                                            seed=11, epoch=5), 2))
+        _, a = train_step(state, window, max_grad_norm=1.0, compute_loss_func=causal_loss)
+        _, b = train_step(loaded, window, max_grad_norm=1.0, compute_loss_func=causal_loss)
+        same = all(torch.equal(x, y) for x, y in zip(_params(model).values(), _params(model2).values()))
+        after_load = {"losses": [a.loss.item(), b.loss.item()], "same_params": same}
+    from trainkit.distributed import local_rank, rank, world_size
+
     return {"losses": losses, "eval": {k: v for k, v in result.metrics.items() if not k.endswith(("runtime", "per_second"))},
-            "reduced": mean, "params": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            "reduced": mean, "params": params, "after_load": after_load, "process": [rank(), local_rank(), world_size()]}
 
 
 class _KillAt:
@@ -154,12 +194,13 @@ def resume_run(out: str, world: int, *, kill_at: int | None = None, resume: bool
                       train_dataset=rows(40, 6), callbacks=[_KillAt(kill_at)] if kill_at else None)
     trainer.train(resume_from_checkpoint=True if resume else None)
     return {"params": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-            "logs": [e["loss"] for e in trainer.state.log_history if "loss" in e]}
+            "logs": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+            "flags": [trainer.state.is_local_process_zero, trainer.state.is_world_process_zero]}
 
 
 def _save(out: Path, name: str, result: dict) -> None:
     params = result.pop("params", None)
-    if params is not None:
+    if params:  # empty on ranks > 0 under FSDP (gathered on rank 0)
         torch.save(params, out / f"{name}.pt")
     (out / f"{name}.json").write_text(json.dumps(result))
 
@@ -182,6 +223,11 @@ def main() -> None:
             _save(out, f"rank{r}-resumed", resume_run(str(out / "resumed"), world, resume=True))
         elif scenario == "functional":
             _save(out, f"rank{r}-functional", functional_run(world))
+        elif scenario == "fsdp":
+            _save(out, f"rank{r}-fsdp-functional", functional_run(world, "fsdp", checkpoint=str(out / "fsdp-functional")))
+            _save(out, f"rank{r}-fsdp-trainer", trainer_run(str(out / "fsdp-trainer"), world, 2, fsdp="full_shard",
+                                                            save_strategy="epoch"))
+            _save(out, f"rank{r}-fsdp-resumed", fsdp_trainer_resume(str(out / "fsdp-trainer"), world))
         else:
             raise SystemExit(f"unknown scenario {scenario!r}")
     finally:

@@ -118,6 +118,9 @@ OPTIONS = {
     "ddp_static_graph": st.sampled_from([None, True, False]),
     "log_on_each_node": _bools,
     "save_on_each_node": _bools,
+    "fsdp": st.sampled_from([None, False, True, "full_shard", "shard_grad_op auto_wrap", ["full_shard"]]),
+    "fsdp_config": st.sampled_from([None, {"reshard_after_forward": False}, {"fsdp_transformer_layer_cls_to_wrap": "BertLayer"},
+                                    {"version": 2}]),
 }
 
 
@@ -381,7 +384,6 @@ def test_load_best_rules_agree_with_transformers():
 # (field, value, set after construction: HF cannot build these here without their optional package)
 UNSUPPORTED = [
     ("deepspeed", "ds_config.json", True),
-    ("fsdp", True, False),
     ("push_to_hub", True, False),
     ("hub_model_id", "me/model", False),
     ("train_sampling_strategy", "group_by_length", False),

@@ -93,7 +93,7 @@ def test_two_processes_train_like_one_with_the_global_batch(two_process_run, tmp
 
 
 def test_two_process_evaluation_equals_one_process_exactly(two_process_run, tmp_path):
-    """Metrics computed on the gathered predictions of 13 rows (batches of 4: ranks get 2 and 2, the last short)
+    """Metrics computed on the gathered predictions of 13 rows (batches of 3: ranks get 3 and 2, the last short)
     equal the 1-process metrics bit for bit, on every rank; predict() gathers exactly 13 rows, in order."""
     reference = ddp_worker.trainer_run(str(tmp_path), 1, 1)
     for rank in (0, 1):
@@ -131,11 +131,12 @@ def test_kill_and_resume_with_two_processes_is_bitwise(two_process_run, tmp_path
         meta, got = _load(tmp_path, f"rank{rank}-resumed")
         assert all(torch.equal(got[k], want[k]) for k in want)
         assert meta["logs"] == want_meta["logs"] and len(meta["logs"]) == 6  # steps 1-4 restored from checkpoint-4
+        assert meta["flags"] == [rank == 0, rank == 0]  # not the saving process's flags from trainer_state.json
 
 
 def test_multi_node_rendezvous(tmp_path):
     """Two torchrun agents as two nodes (--nnodes=2, c10d rendezvous on one endpoint, one process each) run
-    the functional loop: LOCAL_RANK is 0 on both, RANK 0 and 1, and the result equals the 2-process run."""
+    the functional loop: LOCAL_RANK is 0 on both, RANK 0 and 1, and the result equals one process within 1e-6."""
     port = _port()
     env = {k: v for k, v in os.environ.items() if k not in ENV}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -150,7 +151,74 @@ def test_multi_node_rendezvous(tmp_path):
     meta1, params1 = _load(tmp_path, "rank1-functional")
     reference = ddp_worker.functional_run(1)
     assert meta0["losses"] == meta1["losses"] == pytest.approx(reference["losses"], abs=1e-6, rel=0)
+    assert meta0["process"] == [0, 0, 2] and meta1["process"] == [1, 0, 2]
     assert all(torch.equal(params0[k], params1[k]) for k in params0)
+
+
+# ---------------------------------------------------------------- FSDP (fully_shard) on CPU/gloo
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory):
+    """One torchrun launch of the 'fsdp' scenario: functional loop with a checkpoint round trip, Trainer(fsdp=...)
+    with a checkpoint per epoch, and a fresh sharded Trainer resumed from the first epoch's checkpoint."""
+    out = tmp_path_factory.mktemp("fsdp")
+    _torchrun("fsdp", out=out)
+    return out
+
+
+def test_fsdp_functional_loop_matches_one_process(fsdp_run):
+    """shard_model + train_step (GA 2, compute_loss_func) over 2 ranks equals one process on the global batch within
+    1e-6; evaluation on unevenly split batches (3 and 2) equals it within 1e-9; a checkpoint saved by both ranks and
+    loaded into a fresh sharded model continues bit for bit (same next loss, same parameters)."""
+    meta, params = _load(fsdp_run, "rank0-fsdp-functional")
+    meta1 = json.loads((fsdp_run / "rank1-fsdp-functional.json").read_text())
+    reference = ddp_worker.functional_run(1)
+    assert meta["losses"] == meta1["losses"] == pytest.approx(reference["losses"], abs=1e-6, rel=0)
+    _assert_params_close(params, reference["params"], 1e-6)
+    assert meta["eval"] == meta1["eval"] == pytest.approx(reference["eval"], abs=1e-9, rel=0)
+    for after in (meta["after_load"], meta1["after_load"]):
+        assert after["same_params"] and after["losses"][0] == after["losses"][1]
+
+
+def test_fsdp_trainer_matches_one_process(fsdp_run, tmp_path):
+    """Trainer(args=TrainingArguments(fsdp="full_shard")) over 2 ranks: logged losses and gathered parameters equal
+    the 1-process run within 1e-6; the untrained model's evaluation equals it exactly."""
+    meta, params = _load(fsdp_run, "rank0-fsdp-trainer")
+    reference = ddp_worker.trainer_run(str(tmp_path), 1, 2)
+    _assert_params_close(params, reference["params"], 1e-6)
+    assert [e["loss"] for e in meta["logs"]] == pytest.approx([e["loss"] for e in reference["logs"]], abs=1e-6, rel=0)
+    assert meta["eval"] == reference["eval"]
+    assert meta["predictions"][0] == 13
+
+
+def test_fsdp_trainer_resume_is_bitwise(fsdp_run):
+    """A fresh sharded Trainer resumed from checkpoint-2 (written by the FSDP run) ends torch.equal to that run."""
+    meta, resumed = _load(fsdp_run, "rank0-fsdp-resumed")
+    uninterrupted, final = _load(fsdp_run, "rank0-fsdp-trainer")
+    assert all(torch.equal(resumed[k], final[k]) for k in final)
+    assert meta["logs"] == [e["loss"] for e in uninterrupted["logs"]]
+
+
+def test_fsdp_checkpoints_are_one_process_checkpoints(fsdp_run):
+    """A checkpoint written under FSDP is the unsharded format: load_checkpoint restores it into a plain model and
+    optimizer (weights equal to the gathered ones, Adam state for every parameter at step 4), and
+    AutoModelForTokenClassification.from_pretrained opens it."""
+    from transformers import AutoModelForTokenClassification
+
+    from trainkit import load_checkpoint, make_optimizer
+
+    path = fsdp_run / "fsdp-trainer" / "checkpoint-4"
+    _, final = _load(fsdp_run, "rank0-fsdp-trainer")
+    model = ddp_worker.tiny_token_bert(seed=0)
+    optimizer = make_optimizer(model, "adamw_torch", lr=1e-2)
+    state = load_checkpoint(path, model, optimizer)
+    assert state.step == 4
+    assert all(torch.equal(model.state_dict()[k], final[k]) for k in final)
+    steps = {float(s["step"]) for s in optimizer.state.values()}
+    assert len(optimizer.state) == len(list(model.parameters())) and steps == {4.0}
+    opened = AutoModelForTokenClassification.from_pretrained(path, torch_dtype=torch.float64)
+    assert torch.equal(opened.classifier.weight, final["classifier.weight"])
 
 
 # ---------------------------------------------------------------- sharding rules (pure, against accelerate)

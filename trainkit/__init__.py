@@ -15,6 +15,16 @@ from trainkit.checkpoint import (
     save_model,
     verify_checkpoint,
 )
+from trainkit.distributed import (
+    ProcessInfo,
+    all_reduce_metrics,
+    barrier,
+    broadcast_object,
+    is_main_process,
+    setup_distributed,
+    teardown_distributed,
+    wrap_model,
+)
 from trainkit.errors import (
     CheckpointError,
     CheckpointWarning,
@@ -29,6 +39,7 @@ from trainkit.evaluation import EvalResult, evaluate, predict
 from trainkit.optim import OPTIMIZER_NAMES, decay_parameter_names, make_optimizer, needs_create_graph, param_groups
 from trainkit.schedules import SCHEDULE_NAMES, Schedule, make_schedule, make_scheduler
 from trainkit.seeding import derive_seed
+from trainkit.sharding import shard_model
 from trainkit.state import Progress, TrainState, fork, init_state
 from trainkit.step import EvalOutput, StepHooks, StepOutput, eval_step, train_step
 
@@ -52,6 +63,7 @@ __all__ = [
     "EvalResult",
     "NonFiniteError",
     "OPTIMIZER_NAMES",
+    "ProcessInfo",
     "SCHEDULE_NAMES",
     "Schedule",
     "Progress",
@@ -64,6 +76,9 @@ __all__ = [
     "TrainkitError",
     "TrainkitWarning",
     "UnsupportedOptionError",
+    "all_reduce_metrics",
+    "barrier",
+    "broadcast_object",
     "decay_parameter_names",
     "derive_seed",
     "eval_step",
@@ -71,6 +86,7 @@ __all__ = [
     "fork",
     "from_hf",
     "init_state",
+    "is_main_process",
     "latest_checkpoint",
     "load_checkpoint",
     "make_optimizer",
@@ -82,6 +98,10 @@ __all__ = [
     "remove_staging",
     "save_checkpoint",
     "save_model",
+    "setup_distributed",
+    "shard_model",
+    "teardown_distributed",
     "train_step",
     "verify_checkpoint",
+    "wrap_model",
 ]

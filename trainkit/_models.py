@@ -16,6 +16,15 @@ def unwrap_model(model: Any) -> Any:
     return model
 
 
+def model_class(model: Any) -> type:
+    """The class that defines ``model``: FSDP2's ``fully_shard`` swaps an instance's class for a
+    generated ``FSDP<Name>`` subclass, which names are looked up by (causal-LM mapping, labels)."""
+    cls = type(model)
+    if any(c.__name__ == "FSDPModule" for c in cls.__mro__[1:2]):
+        return cls.__mro__[2]
+    return cls
+
+
 def is_pretrained(model: Any) -> bool:
     """Whether ``model`` is a ``transformers.PreTrainedModel`` (checked by class name: no import)."""
     return any(c.__name__ == "PreTrainedModel" for c in type(model).__mro__)

@@ -78,7 +78,6 @@ _REMOVED = {  # names users carry over from transformers 4
 }
 _WHY_UNSUPPORTED = {
     "deepspeed": "trainkit does not integrate DeepSpeed (its distributed path is DDP under torchrun)",
-    "fsdp": "trainkit does not integrate FSDP (its distributed path is DDP under torchrun)",
     "push_to_hub": "trainkit does not push to the Hub; call model.push_to_hub() after training",
     "train_sampling_strategy": "trainkit does not support it: its data order is random, seeded by data_seed",
     "full_determinism": "trainkit does not support it: its steps are seeded per step, reproducible on CPU",
@@ -246,6 +245,9 @@ class TrainingArguments:
     ddp_static_graph: bool | None = None
     log_on_each_node: bool = True
     save_on_each_node: bool = False
+    # FSDP2 (trainkit.sharding): True, or HF's legacy "full_shard" / "shard_grad_op" [+ "auto_wrap"].
+    fsdp: bool | str | list[str] | None = None
+    fsdp_config: dict[str, Any] | str | None = None
     do_train: bool = False  # do_train, do_eval, do_predict and resume_from_checkpoint are for scripts:
     do_eval: bool = False  # HF's Trainer does not read them either.
     do_predict: bool = False
@@ -450,9 +452,74 @@ def _hf_log_level() -> int:
     return logging.getLogger("transformers.training_args").getEffectiveLevel()
 
 
+# fsdp_config keys trainkit implements, and the only value it takes for each of the others HF knows.
+_FSDP_KEYS = ("reshard_after_forward", "transformer_layer_cls_to_wrap", "version")
+_FSDP_FIXED = {"min_num_params": 0, "xla": False, "xla_fsdp_v2": False, "xla_fsdp_grad_ckpt": False,
+               "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "state_dict_type": "FULL_STATE_DICT", "cpu_offload": False,
+               "activation_checkpointing": False, "cpu_ram_efficient_loading": False}
+_FSDP_OPTIONS = {"full_shard": True, "shard_grad_op": False, "auto_wrap": None}  # -> reshard_after_forward
+
+
+def _normalise_fsdp(v: dict[str, Any]) -> None:
+    """HF's ``_process_fsdp_args``: a truthy ``fsdp`` becomes True and its options move into ``fsdp_config``."""
+    if not v["fsdp"]:
+        return
+    config = v["fsdp_config"]
+    if config is None:
+        config = {}
+    elif isinstance(config, str):  # HF reads a JSON file
+        with open(config, encoding="utf-8") as f:
+            config = json.load(f)
+    if not isinstance(config, dict):
+        return  # validation reports it
+    config = {k[5:] if k.startswith("fsdp_") else k: value for k, value in config.items()}
+    options = v["fsdp"].split() if isinstance(v["fsdp"], str) else v["fsdp"] if isinstance(v["fsdp"], list) else []
+    for option in options:
+        if _FSDP_OPTIONS.get(option) is not None:
+            config.setdefault("reshard_after_forward", _FSDP_OPTIONS[option])
+    if all(o in _FSDP_OPTIONS for o in options):
+        v["fsdp"] = True  # else left as given: validation names the option
+    config["min_num_params"] = config.get("min_num_params", 0)
+    if isinstance(config.get("transformer_layer_cls_to_wrap"), str):
+        config["transformer_layer_cls_to_wrap"] = [config["transformer_layer_cls_to_wrap"]]
+    for key in ("xla", "xla_fsdp_v2", "xla_fsdp_grad_ckpt"):
+        config.setdefault(key, False)
+    v["fsdp_config"] = config
+
+
+def _fsdp_problems(v: dict[str, Any]) -> list[str]:
+    fsdp, config = v["fsdp"], v["fsdp_config"]
+    if fsdp in (None, False, "", []):
+        return []
+    if fsdp is not True:
+        unknown = [o for o in (fsdp.split() if isinstance(fsdp, str) else fsdp if isinstance(fsdp, list) else [fsdp])
+                   if o not in _FSDP_OPTIONS]
+        return [f"fsdp={fsdp!r}: expected True, or options among {', '.join(_FSDP_OPTIONS)} (trainkit's FSDP is "
+                f"FSDP2; {unknown} {'is' if len(unknown) == 1 else 'are'} not supported). Fix: pass fsdp=True and "
+                "fsdp_config={'reshard_after_forward': True or False}."]
+    if not isinstance(config, dict):
+        return [f"fsdp_config={config!r}: expected a dict, a path to a JSON file, or None."]
+    out = []
+    for key, value in config.items():
+        if key in _FSDP_FIXED and str(value).lower() != str(_FSDP_FIXED[key]).lower():
+            out.append(f"fsdp_config[{key!r}]={value!r}: trainkit supports only {_FSDP_FIXED[key]!r}. Fix: drop it.")
+        elif key not in _FSDP_FIXED and key not in _FSDP_KEYS:
+            out.append(f"fsdp_config[{key!r}]: not an FSDP option trainkit implements (it does {', '.join(_FSDP_KEYS)}). "
+                       "Fix: drop it.")
+    if str(config.get("version", 2)) != "2":
+        out.append(f"fsdp_config['version']={config['version']!r}: trainkit implements FSDP2 only. Fix: drop it.")
+    if str(config.get("reshard_after_forward", True)).lower() not in ("true", "false"):
+        out.append(f"fsdp_config['reshard_after_forward']={config['reshard_after_forward']!r}: expected True or False.")
+    layers = config.get("transformer_layer_cls_to_wrap")
+    if layers is not None and not _str_list(layers):
+        out.append(f"fsdp_config['transformer_layer_cls_to_wrap']={layers!r}: expected class names, e.g. ['BertLayer'].")
+    return out
+
+
 def _normalise(v: dict[str, Any]) -> None:
     """Apply HF 5.24's ``__post_init__`` derivations to ``v`` in place (robust to invalid types)."""
     v["output_dir"] = "trainer_output" if v["output_dir"] is None else v["output_dir"]
+    _normalise_fsdp(v)
     if isinstance(v["output_dir"], str):
         v["output_dir"] = os.path.expanduser(v["output_dir"])
     for name in ("lr_scheduler_kwargs", "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
@@ -617,6 +684,7 @@ def _problems(v: dict[str, Any]) -> list[str]:
         bad(f"lr_scheduler_type={v['lr_scheduler_type']!r} with eval_strategy='no'",
             "an eval strategy: this scheduler steps on evaluation metrics",
             "pass eval_strategy='steps' or 'epoch', or another lr_scheduler_type.")
+    out.extend(_fsdp_problems(v))
     if v["dataloader_num_workers"] == 0 and v["dataloader_prefetch_factor"] is not None:
         bad(f"dataloader_prefetch_factor={v['dataloader_prefetch_factor']!r} with dataloader_num_workers=0",
             "no prefetch factor: only worker processes prefetch", "pass dataloader_num_workers > 0, or drop it.")

@@ -70,6 +70,8 @@ import torch
 from torch import nn
 
 from trainkit._models import unwrap_model
+from trainkit.distributed import barrier, is_main_process
+from trainkit.sharding import full_state, is_sharded, load_full_state
 from trainkit.errors import CheckpointError, CheckpointWarning, ConfigError, TrainkitError, TrainkitWarning
 from trainkit.state import Progress, TrainState, init_state
 
@@ -100,6 +102,9 @@ def _is_pretrained(model: nn.Module) -> bool:
 def save_model(model: nn.Module, directory: str | os.PathLike[str], *, processing_class: Any = None) -> Path:
     """Write ``model`` (and its processing class) into ``directory`` in the ecosystem's formats.
 
+    A model sharded with FSDP is gathered first, so the files are those of the unsharded model;
+    that is a collective: call it on every process (rank 0 writes).
+
     Args:
         model: a ``PreTrainedModel`` (``save_pretrained``) or any ``nn.Module`` (``model.safetensors``).
         directory: created if missing.
@@ -114,13 +119,39 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str], *, processin
         >>> sorted(p.name for p in folder.iterdir())
         ['model.safetensors']
     """
+    weights, _, writes = _collect(model, None)
+    if writes:
+        _save_model(model, Path(directory), processing_class, weights)
+    _sync_if_sharded(model)
+    return Path(directory)
+
+
+def _collect(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[Any, Any, bool]:
+    """(weights, optimizer state, whether this process writes). Under FSDP gathering the whole state
+    is a collective of every process and rank 0 writes it; otherwise the calling process writes
+    (weights None: the model's own)."""
+    bare = unwrap_model(model)
+    if is_sharded(bare):
+        weights, opt_state = full_state(bare, optimizer)
+        return weights, opt_state, is_main_process()
+    return None, optimizer.state_dict() if optimizer is not None else None, True
+
+
+def _sync_if_sharded(model: nn.Module) -> None:
+    if is_sharded(unwrap_model(model)):  # no process moves on (or reads) before rank 0 has committed
+        barrier()
+
+
+def _save_model(model: nn.Module, folder: Path, processing_class: Any, weights: dict[str, torch.Tensor] | None) -> None:
+    from safetensors.torch import save_file
     from safetensors.torch import save_model as save_safetensors
 
-    folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     model = unwrap_model(model)
     if _is_pretrained(model):
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **({"state_dict": weights} if weights is not None else {}))
+    elif weights is not None:  # gathered copies: no tensor shares memory with another
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / SAFE_WEIGHTS), metadata={"format": "pt"})
     else:
         save_safetensors(model, str(folder / SAFE_WEIGHTS), metadata={"format": "pt"})
     if processing_class is not None and hasattr(processing_class, "save_pretrained"):
@@ -187,7 +218,10 @@ def load_model_weights(model: nn.Module, directory: str | os.PathLike[str]) -> N
     folder = Path(directory)
     loaded = _read_weights(folder)
     _check_weights(model, loaded, folder / SAFE_WEIGHTS)
-    model.load_state_dict(loaded, strict=False)
+    if is_sharded(model):  # every process reads the files and keeps its shard
+        load_full_state(model, None, loaded, None)
+    else:
+        model.load_state_dict(loaded, strict=False)
 
 
 # ---- files: hashing, fsync, manifest --------------------------------------------------------------
@@ -354,19 +388,23 @@ def write_checkpoint(
 ) -> Path:
     """Write ``output_dir/checkpoint-{step}`` atomically, with a manifest (the Trainer's entry point).
 
-    Like :func:`save_checkpoint` without a :class:`~trainkit.TrainState` (no ``trainkit_state.json``).
+    Like :func:`save_checkpoint` without a :class:`~trainkit.TrainState` (no ``trainkit_state.json``),
+    and like it a collective under FSDP.
 
     Returns:
         The committed checkpoint folder.
     """
+    weights, opt_state, writes = _collect(model, optimizer)
 
     def write(folder: Path) -> None:
-        save_model(model, folder, processing_class=processing_class)
-        if optimizer is not None:
-            torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        _save_model(model, folder, processing_class, weights)
+        if opt_state is not None:
+            torch.save(opt_state, folder / "optimizer.pt")
         _write_trainer_files(folder, trainer_state, args_json)
 
-    return _commit(output_dir, step, write)
+    final = _commit(output_dir, step, write) if writes else Path(output_dir) / f"{PREFIX}-{step}"
+    _sync_if_sharded(model)
+    return final
 
 
 def _write_trainer_files(folder: Path, trainer_state: Any, args_json: str | None) -> None:
@@ -387,7 +425,9 @@ def save_checkpoint(
 ) -> Path:
     """Write ``output_dir/checkpoint-{state.progress.step}`` atomically (layout and protocol above).
 
-    Call it on one process only (rank 0 under DDP). ``state`` is not consumed.
+    Call it on one process only under DDP (rank 0), and on every process under FSDP: the sharded
+    model and optimizer state are gathered (a collective) and rank 0 writes them in the format of
+    an unsharded run, then every process waits for the commit. ``state`` is not consumed.
 
     Args:
         state: a live state.
@@ -416,9 +456,11 @@ def save_checkpoint(
     except (TypeError, ValueError) as e:
         raise ConfigError(f"save_checkpoint(extra=...): must be JSON-serialisable (no pickles in checkpoints); {e}.") from e
 
+    weights, opt_state, writes = _collect(model, optimizer)
+
     def write(folder: Path) -> None:
-        save_model(model, folder, processing_class=processing_class)
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        _save_model(model, folder, processing_class, weights)
+        torch.save(opt_state, folder / "optimizer.pt")
         if scaler is not None:
             torch.save(scaler.state_dict(), folder / "scaler.pt")
         if scheduler is not None:
@@ -426,7 +468,9 @@ def save_checkpoint(
         (folder / STATE_FILE).write_text(meta_json, encoding="utf-8")
         _write_trainer_files(folder, trainer_state, args_json)
 
-    return _commit(output_dir, state.progress.step, write)
+    final = _commit(output_dir, state.progress.step, write) if writes else Path(output_dir) / f"{PREFIX}-{state.progress.step}"
+    _sync_if_sharded(model)
+    return final
 
 
 # ---- discovery ----------------------------------------------------------------------------------
@@ -669,7 +713,14 @@ def load_checkpoint(
     scaler_state = _load_pt(folder / "scaler.pt") if has_scaler else None
     scheduler_state = _load_pt(folder / "scheduler.pt") if has_scheduler else None
 
-    bare.load_state_dict(weights, strict=False)
+    if is_sharded(bare):  # every process read the whole state; each keeps its shard (a collective)
+        try:
+            load_full_state(bare, optimizer, weights, opt_state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{folder}: does not fit the sharded model and optimizer ({type(e).__name__}: {e}).") from e
+        opt_state = None
+    else:
+        bare.load_state_dict(weights, strict=False)
     for name, target, saved in (("optimizer.pt", optimizer, opt_state), ("scaler.pt", state.scaler, scaler_state),
                                 ("scheduler.pt", state.lr_scheduler, scheduler_state)):
         if saved is not None:

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, TypeVar
 import torch
 
 from trainkit.errors import ConfigError
-from trainkit._models import unwrap_model
+from trainkit._models import model_class, unwrap_model
 from trainkit.seeding import derive_seed
 
 __all__ = [
@@ -258,7 +258,7 @@ def find_label_names(model: Any) -> list[str]:
         >>> find_label_names(Net())
         ['labels', 'label_mask']
     """
-    cls = type(unwrap_model(model))
+    cls = model_class(unwrap_model(model))
     qa = "QuestionAnswering" in cls.__name__
     return [p for p in inspect.signature(cls.forward).parameters
             if "label" in p or (qa and p in ("start_positions", "end_positions"))]
@@ -299,7 +299,7 @@ def drop_unused_columns(dataset: Any, model: Any, *, label_names: Sequence[str] 
     """
     if not remove_unused_columns or not _is_hf_dataset(dataset):
         return dataset
-    keep, name = _kept(model, label_names), type(unwrap_model(model)).__name__
+    keep, name = _kept(model, label_names), model_class(unwrap_model(model)).__name__
     ignored = [c for c in dataset.column_names if c not in keep]
     if len(ignored) == len(dataset.column_names):
         raise ConfigError(
@@ -388,7 +388,7 @@ def check_batch(batch: Any, model: Any, *, label_names: Sequence[str] | None = N
         raise ConfigError(f"check_batch: the collator returned a {type(batch).__name__}; a batch must be a mapping "
                           "{name: tensor} (model(**batch)) or a tuple (model(*batch)). Fix: return one from it.")
     names = list(find_label_names(model) if label_names is None else label_names)
-    params, cls = inspect.signature(unwrap_model(model).forward).parameters, type(unwrap_model(model)).__name__
+    params, cls = inspect.signature(unwrap_model(model).forward).parameters, model_class(unwrap_model(model)).__name__
     for key in ("label", "label_ids"):
         if isinstance(batch, Mapping) and key in batch and key not in params and names and \
                 not any(n in batch for n in names):

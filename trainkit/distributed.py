@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from trainkit.errors import ConfigError, UnsupportedOptionError
+from trainkit.sharding import is_sharded
 
 __all__ = [
     "BACKENDS", "ProcessInfo", "launch_env", "setup_distributed", "teardown_distributed", "rank", "world_size",
@@ -187,8 +188,14 @@ def setup_distributed(*, backend: str | None = None, timeout: float = 1800, envi
 
 
 def teardown_distributed() -> None:
-    """Destroy the default process group, if there is one (call it at the end of a script)."""
+    """Destroy the default process group, if there is one (call it at the end of a script).
+
+    Every process passes a barrier first: a process that tears its connections down while
+    another still finishes a collective makes the other abort.
+    """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_world_size() > 1:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
@@ -335,7 +342,9 @@ def _local_module(model: Any) -> Any:
 
 
 def _ddp_group(model: Any) -> Any:
-    """The process group a DDP-wrapped ``model`` averages gradients over; None for any other model."""
+    """The process group a DDP-wrapped or FSDP-sharded ``model`` averages gradients over; None otherwise."""
     if isinstance(model, nn.parallel.DistributedDataParallel):
         return model.process_group
+    if is_sharded(model) and _active():
+        return torch.distributed.group.WORLD  # shard_model shards over every process
     return None

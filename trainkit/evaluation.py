@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from trainkit._models import unwrap_model
-from trainkit.distributed import _gather_objects, world_size
+from trainkit.distributed import _gather_objects, all_reduce_metrics, world_size
+from trainkit.sharding import is_sharded
 from trainkit.errors import ConfigError, closest_names
 from trainkit.state import TrainState
 from trainkit.step import EvalOutput, LossFn, _to_device, eval_step
@@ -142,7 +143,13 @@ def evaluate(
     # the parts are concatenated once at the end.
     records: list[tuple[int, Any, Any, Any, Any]] = []
     num_samples = num_batches = 0
-    for index, batch in enumerate(batches):
+    if gather is None:
+        gather = world_size() > 1
+    lockstep = gather and is_sharded(model)  # a sharded forward is a collective: every process runs as many
+    for index, (batch, real) in enumerate(_in_lockstep(batches) if lockstep else ((b, True) for b in batches)):
+        if not real:  # this process is out of batches: repeat its last one with the others, output discarded
+            eval_step(state, batch, loss_fn=loss_fn, compute_loss_func=compute_loss_func, label_names=label_names)
+            continue
         size = _batch_size(batch)
         if size is None:
             raise ConfigError(
@@ -171,8 +178,6 @@ def evaluate(
         if on_batch is not None:
             on_batch(index, out)
         del out, labels  # free this batch's device tensors before the next forward
-    if gather is None:
-        gather = world_size() > 1
     if gather:
         records, num_samples, num_batches = _gather_records(records)
     if num_batches == 0:
@@ -207,6 +212,31 @@ def evaluate(
             metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
     metrics.update(speed_metrics(metric_key_prefix, time.perf_counter() - start, num_samples, num_batches))
     return EvalResult(predictions=predictions, label_ids=label_ids, metrics=metrics, num_samples=num_samples)
+
+
+_END = object()
+
+
+def _in_lockstep(batches: Iterable[Any]) -> Any:
+    """Under FSDP: ``(batch, True)`` for each of this process's batches, then ``(last batch, False)`` until
+    every process is out of batches. One small all-reduce per batch decides, before each forward, whether
+    any process still has one (so the forwards' collectives always pair up)."""
+    iterator, last, first = iter(batches), None, True
+    while True:
+        batch = next(iterator, _END)
+        has = float(batch is not _END)
+        flags = all_reduce_metrics({"any": has, "not_all": -has}, op="max")
+        if first and flags["not_all"] == 0.0:  # some process has no batch at all: every process raises
+            raise ConfigError("evaluate: under FSDP every process needs at least one batch, but one got none. "
+                              "Fix: lower the evaluation batch size, or evaluate more rows than processes.")
+        first = False
+        if flags["any"] == 0.0:
+            return
+        if batch is not _END:
+            last = batch
+            yield batch, True
+        else:
+            yield last, False
 
 
 def _gather_records(records: list[Any]) -> tuple[list[Any], int, int]:

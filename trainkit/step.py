@@ -28,9 +28,10 @@ import attrs
 import torch
 from torch import nn
 
-from trainkit._models import is_pretrained, unwrap_model
+from trainkit._models import is_pretrained, model_class, unwrap_model
 from trainkit.distributed import _ddp_group, _local_module
 from trainkit.errors import ConfigError, NonFiniteError
+from trainkit.sharding import _gradient_sync_off, is_sharded
 from trainkit.seeding import derive_seed
 from trainkit.state import Progress, TrainState
 
@@ -199,7 +200,7 @@ def _shifts_labels(model: nn.Module) -> bool:
     from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    if type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+    if model_class(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
         return True
     return LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss
 
@@ -353,8 +354,12 @@ def _accumulate(
 def _micro_step(state: TrainState, model: nn.Module, micro: Any, count: int, last: bool, plan: _Plan) -> tuple[torch.Tensor, Any]:
     """Forward and backward one micro-batch; return its (weighted, detached) loss and aux."""
     scaler = state.scaler
-    # DDP: only the last micro-batch of the window all-reduces gradients.
-    sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+    # DDP and FSDP: only the last micro-batch of the window reduces gradients across processes.
+    sync = contextlib.nullcontext()
+    if not last and hasattr(model, "no_sync"):
+        sync = model.no_sync()
+    elif not last and is_sharded(model):
+        sync = _gradient_sync_off(model)
     with sync:
         with _autocast(state, plan.device):
             loss, extra = _forward_loss(
@@ -525,13 +530,15 @@ def train_step(
                 scaler.unscale_(optimizer)
             grads = [p.grad for p in params if p.grad is not None]
             grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            # Sharded (FSDP) gradients give a DTensor norm: clip with it, report its full value.
+            norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
             # One host sync per step: the decision to update must be made before the update.
             # Under fp16 the grad scaler owns overflow handling (it skips the step itself).
-            finite = scaler is not None or (math.isfinite(grad_norm.item()) and math.isfinite(window_loss.item()))
+            finite = scaler is not None or (math.isfinite(norm.item()) and math.isfinite(window_loss.item()))
             if not finite and on_nonfinite == "raise":
                 raise NonFiniteError(
                     f"train_step: step {step} produced a non-finite loss ({float(window_loss)}) or "
-                    f"gradient norm ({float(grad_norm)})"
+                    f"gradient norm ({float(norm)})"
                     f"{'; the window had no label items' if total_items == 0 else ''}. Parameters and "
                     f"optimizer state are unchanged and the state was not consumed. Check the data and "
                     f"learning rate, or pass on_nonfinite='skip' to skip such updates."
@@ -558,7 +565,7 @@ def train_step(
     )
     output = StepOutput(
         loss=window_loss,
-        grad_norm=grad_norm.detach(),
+        grad_norm=norm.detach(),
         lr=used[0] if used else 0.0,
         lrs=used,
         num_items=total_items,

@@ -53,6 +53,7 @@ from trainkit.losses import label_smoothed_loss
 from trainkit.optim import make_optimizer
 from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, resolve_checkpoint, stop_on_sigterm
 from trainkit.schedules import make_schedule, make_scheduler
+from trainkit.sharding import is_sharded, shard_model
 from trainkit.state import TrainState, init_state
 from trainkit.step import StepHooks, train_step
 from trainkit.step import _logits_of as logits_of
@@ -105,6 +106,11 @@ class Trainer:
             raise ConfigError(f"Trainer: pass exactly one of `model` or `model_init`; {which}.")
         if optimizer_cls_and_kwargs is not None and optimizers != (None, None):
             raise ConfigError("Trainer: pass either `optimizers=(optimizer, scheduler)` or `optimizer_cls_and_kwargs`, not both.")
+        if getattr(self.args, "fsdp", None) and optimizers[0] is not None:
+            raise ConfigError(
+                "Trainer: `optimizers` holds an optimizer over the unsharded parameters, but fsdp shards them (new "
+                "parameter objects) before training. Use `optimizer_cls_and_kwargs=(cls, kwargs)` or args.optim with fsdp."
+            )
         if model_init is not None and optimizers[0] is not None:
             raise ConfigError(
                 "Trainer: `optimizers` holds an optimizer over one model's parameters, but `model_init` builds a new "
@@ -164,7 +170,7 @@ class Trainer:
         args, model = self.args, self.model
         if args.torch_compile:
             model = torch.compile(model, backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
-        if args.world_size == 1:
+        if args.world_size == 1 or is_sharded(self.model):
             return model
         find_unused = args.ddp_find_unused_parameters
         if find_unused is None:  # transformers' default: on, except for a pretrained model with activation checkpointing
@@ -351,6 +357,10 @@ class Trainer:
             self.optimizer = self.lr_scheduler = self._flop_params = None
         if args.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        if args.fsdp and not is_sharded(self.model):  # before the optimizer: sharding replaces the parameters
+            config = args.fsdp_config
+            shard_model(self.model, layers=config.get("transformer_layer_cls_to_wrap"),
+                        reshard_after_forward=str(config.get("reshard_after_forward", True)).lower() == "true")
         if self.train_dataset is None:
             raise ConfigError("Trainer.train() needs a train_dataset; pass Trainer(train_dataset=...).")
         sized = tkdata.has_length(self.train_dataset)
@@ -454,6 +464,8 @@ class Trainer:
         self._train_state = state
         max_steps, steps = self.state.max_steps, (self.state.logging_steps, self.state.eval_steps, self.state.save_steps)
         self.state = TrainerState.load_from_json(str(path / "trainer_state.json"))
+        for flag, value in self._process_flags().items():  # the file holds the saving process's flags
+            setattr(self.state, flag, value)
         self.state.max_steps, (self.state.logging_steps, self.state.eval_steps, self.state.save_steps) = max_steps, steps
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.LambdaLR):  # keep its counters in step for readers
             self.lr_scheduler.last_epoch = state.step
@@ -512,7 +524,7 @@ class Trainer:
         if self.args.metric_for_best_model is not None and self.state.best_global_step == step:
             self.state.best_model_checkpoint = str(Path(args.output_dir) / f"checkpoint-{step}")
         distributed.barrier()
-        if args.should_save:
+        if args.should_save or is_sharded(self.model):  # under FSDP gathering the state takes every process
             self._write_checkpoint()
         distributed.barrier()
 
@@ -525,7 +537,8 @@ class Trainer:
             extra = {"data": self._fingerprint(), "loss_tracker": self._losses.snapshot()}
             save_checkpoint(self._train_state, args.output_dir, processing_class=self.processing_class,
                             trainer_state=self.state, args_json=args.to_json_string(), extra=extra)
-        rotate_checkpoints(args.output_dir, limit=args.save_total_limit, keep=self.state.best_model_checkpoint)
+        if args.should_save:
+            rotate_checkpoints(args.output_dir, limit=args.save_total_limit, keep=self.state.best_model_checkpoint)
 
     # ---- evaluation and prediction -----------------------------------------------------------
 
@@ -582,7 +595,7 @@ class Trainer:
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model (``save_pretrained`` or safetensors) and the processing class (on the saving process)."""
-        if self.args.should_save:
+        if self.args.should_save or is_sharded(self.model):  # FSDP: every process gathers, rank 0 writes
             save_model(self.model, output_dir or self.args.output_dir, processing_class=self.processing_class)
 
     def add_callback(self, callback: Any) -> None:
