@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,32 @@ def resume_run(out: str, world: int, *, kill_at: int | None = None, resume: bool
             "flags": [trainer.state.is_local_process_zero, trainer.state.is_world_process_zero]}
 
 
+class _Slow:
+    """A callback that makes each step last a while and tells the test (a file) that training runs."""
+
+    def __new__(cls, marker: Path):
+        from transformers import TrainerCallback
+
+        class Slow(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 3 and state.is_world_process_zero:
+                    marker.write_text("running")
+                time.sleep(0.02)
+
+        return Slow()
+
+
+def sigterm_run(out: str, world: int) -> dict:
+    """A long run stopped by SIGTERM (sent to torchrun, which forwards it to every process)."""
+    from trainkit import Trainer
+
+    args = _args(out, world, max_steps=100_000, save_strategy="steps", save_steps=100_000)
+    trainer = Trainer(model=tiny_gpt2(seed=3, dropout=0.1), args=args, data_collator=pad_collate,
+                      train_dataset=rows(40, 6), callbacks=[_Slow(Path(out) / "running")])
+    trainer.train()
+    return {"step": trainer.state.global_step, "params": _params(trainer.model)}
+
+
 def _save(out: Path, name: str, result: dict) -> None:
     params = result.pop("params", None)
     if params:  # empty on ranks > 0 under FSDP (gathered on rank 0)
@@ -221,6 +248,9 @@ def main() -> None:
             resume_run(str(out / "resumed"), world, kill_at=5)
         elif scenario == "resume":
             _save(out, f"rank{r}-resumed", resume_run(str(out / "resumed"), world, resume=True))
+        elif scenario == "sigterm":
+            (out / "sigterm").mkdir(exist_ok=True)
+            _save(out, f"rank{r}-sigterm", sigterm_run(str(out / "sigterm"), world))
         elif scenario == "functional":
             _save(out, f"rank{r}-functional", functional_run(world))
         elif scenario == "fsdp":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -132,6 +133,33 @@ def test_kill_and_resume_with_two_processes_is_bitwise(two_process_run, tmp_path
         assert all(torch.equal(got[k], want[k]) for k in want)
         assert meta["logs"] == want_meta["logs"] and len(meta["logs"]) == 6  # steps 1-4 restored from checkpoint-4
         assert meta["flags"] == [rank == 0, rank == 0]  # not the saving process's flags from trainer_state.json
+
+
+def test_sigterm_stops_every_process_after_the_same_step(tmp_path):
+    """SIGTERM to torchrun (a preempted job) reaches both processes at slightly different moments; they agree on
+    one last step, rank 0 commits checkpoint-<that step> between barriers, and both return normally from train()."""
+    import signal
+    import time
+
+    from trainkit import verify_checkpoint
+
+    env = {k: v for k, v in os.environ.items() if k not in ENV}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_port()}",
+               str(ROOT / "tests" / "ddp_worker.py"), "sigterm", str(tmp_path)]
+    agent = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "sigterm" / "running").exists() and agent.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    agent.send_signal(signal.SIGTERM)
+    output = agent.communicate(timeout=180)[0]
+    meta0, params = _load(tmp_path, "rank0-sigterm")
+    meta1 = json.loads((tmp_path / "rank1-sigterm.json").read_text())
+    assert meta0["step"] == meta1["step"] and 3 <= meta0["step"] < 100_000, output[-3000:]
+    path = tmp_path / "sigterm" / f"checkpoint-{meta0['step']}"
+    verify_checkpoint(path)
+    saved = load_file(str(path / "model.safetensors"))
+    assert all(torch.equal(saved[k], params[k]) for k in saved)
 
 
 def test_multi_node_rendezvous(tmp_path):

@@ -59,7 +59,7 @@ from trainkit.schedules import SCHEDULE_NAMES
 if TYPE_CHECKING:
     import transformers
 
-__all__ = ["TrainingArguments", "from_hf", "parse_optim_args", "resolve_steps"]
+__all__ = ["TrainingArguments", "as_training_arguments", "from_hf", "parse_optim_args", "resolve_steps"]
 
 # transformers picks "adamw_torch_fused" when torch >= 2.8 (training_args.py, `default_optim`).
 _DEFAULT_OPTIM = "adamw_torch_fused" if tuple(map(int, re.findall(r"\d+", torch.__version__)[:2])) >= (2, 8) \
@@ -796,3 +796,23 @@ def from_hf(hf_args: transformers.TrainingArguments) -> TrainingArguments:
     if invalid is not None:
         raise invalid
     return converted  # type: ignore[return-value]
+
+
+def as_training_arguments(args: Any) -> TrainingArguments:
+    """``Trainer(args=...)``: trainkit's arguments as given, transformers' converted (:func:`from_hf`), None
+    the defaults with ``output_dir="tmp_trainer"`` (transformers.Trainer's choice for ``args=None``).
+
+    Raises:
+        ConfigError: ``args`` is another type (the message names it).
+    """
+    if args is None:
+        return TrainingArguments(output_dir="tmp_trainer")  # transformers.Trainer's choice for args=None
+    if isinstance(args, TrainingArguments):
+        return args
+    import transformers
+
+    if isinstance(args, transformers.TrainingArguments):
+        return from_hf(args)
+    raise ConfigError(
+        f"Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got {type(args).__name__}."
+    )

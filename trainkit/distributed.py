@@ -36,6 +36,7 @@ import attrs
 import torch
 from torch import nn
 
+from trainkit._models import is_pretrained
 from trainkit.errors import ConfigError, UnsupportedOptionError
 from trainkit.sharding import is_sharded
 
@@ -300,7 +301,7 @@ def _gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def wrap_model(model: nn.Module, *, find_unused_parameters: bool = False, bucket_cap_mb: float | None = None,
+def wrap_model(model: nn.Module, *, find_unused_parameters: bool | None = None, bucket_cap_mb: float | None = None,
                broadcast_buffers: bool | None = None, static_graph: bool = False) -> nn.Module:
     """Wrap ``model`` in ``DistributedDataParallel`` when there are several processes; else return it.
 
@@ -311,6 +312,8 @@ def wrap_model(model: nn.Module, *, find_unused_parameters: bool = False, bucket
     Args:
         model: the module to train, on ``cuda:LOCAL_RANK`` or the CPU.
         find_unused_parameters: let DDP handle parameters that get no gradient in a step (slower).
+            None: transformers' default, True except for a transformers model with activation
+            checkpointing (which breaks it); pass False when every parameter gets a gradient.
         bucket_cap_mb: gradient bucket size (DDP's default when None).
         broadcast_buffers: sync buffers from rank 0 at each forward (DDP's default when None).
         static_graph: promise that the set of used parameters never changes (faster).
@@ -326,6 +329,8 @@ def wrap_model(model: nn.Module, *, find_unused_parameters: bool = False, bucket
     """
     if not _active():
         return model
+    if find_unused_parameters is None:
+        find_unused_parameters = not (is_pretrained(model) and getattr(model, "is_activation_checkpointing", False))
     options: dict[str, Any] = {"find_unused_parameters": find_unused_parameters, "static_graph": static_graph}
     if bucket_cap_mb is not None:
         options["bucket_cap_mb"] = bucket_cap_mb

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainkit.errors import CheckpointError, ConfigError
+from trainkit.errors import CheckpointError, ConfigError, TrainkitError
 
 __all__ = ["data_fingerprint", "check_fingerprint", "resolve_checkpoint", "SigtermFlag", "stop_on_sigterm"]
 
@@ -78,9 +78,25 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | Any, output_dir: str
     ``True`` is the newest valid checkpoint of ``output_dir`` (``latest(output_dir)``); a path is
     taken as given (and verified when loaded).
 
+    Under torchrun, rank 0 decides and every process gets its answer (or raises its error), so
+    all load the same checkpoint even while files change.
+
     Raises:
         CheckpointError: ``True`` with no valid checkpoint, or a path that is not a folder.
     """
+    from trainkit.distributed import broadcast_object, rank
+
+    try:
+        found: Any = _resolve(resume_from_checkpoint, output_dir, latest) if rank() == 0 else None
+    except TrainkitError as error:
+        found = error
+    found = broadcast_object(found)
+    if isinstance(found, TrainkitError):
+        raise found
+    return found
+
+
+def _resolve(resume_from_checkpoint: str | bool | Any, output_dir: str | Path, latest: Any) -> Path:
     if resume_from_checkpoint is True:
         found = latest(output_dir)
         if found is None:

@@ -16,7 +16,6 @@ raise instead of being ignored.
 from __future__ import annotations
 
 import inspect
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,7 +28,7 @@ from transformers.trainer_callback import ExportableState, TrainerCallback, Trai
 from transformers.trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 
 from trainkit import data as tkdata
-from trainkit.args import TrainingArguments, from_hf
+from trainkit.args import TrainingArguments, as_training_arguments
 from trainkit.callbacks import make_callback_handler
 from trainkit.checkpoint import (
     delete_checkpoint,
@@ -45,10 +44,10 @@ from trainkit.checkpoint import (
     write_checkpoint,
 )
 from trainkit import distributed
-from trainkit._models import is_pretrained
 from trainkit.errors import ConfigError
 from trainkit.evaluation import evaluate as evaluate_batches
 from trainkit.evaluation import default_ignore_keys, speed_metrics
+from trainkit.logging import LossTracker
 from trainkit.losses import label_smoothed_loss
 from trainkit.optim import make_optimizer
 from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, resolve_checkpoint, stop_on_sigterm
@@ -98,7 +97,7 @@ class Trainer:
         optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
-        self.args = _convert_args(args)
+        self.args = as_training_arguments(args)
         # Under torchrun, join the process group first: the device (cuda:LOCAL_RANK) depends on it.
         distributed.setup_distributed(backend=self.args.ddp_backend, timeout=self.args.ddp_timeout, use_cpu=self.args.use_cpu)
         if (model is None) == (model_init is None):
@@ -138,7 +137,7 @@ class Trainer:
         self._train_state: TrainState | None = None
         self._flop_params: int | None = None
         self._current_flos = 0.0  # this process's flos since they were last added to state.total_flos
-        self._losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
+        self._losses = LossTracker(nan_filter=self.args.logging_nan_inf_filter)
         self._sigterm = SigtermFlag()
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
 
@@ -172,11 +171,7 @@ class Trainer:
             model = torch.compile(model, backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
         if args.world_size == 1 or is_sharded(self.model):
             return model
-        find_unused = args.ddp_find_unused_parameters
-        if find_unused is None:  # transformers' default: on, except for a pretrained model with activation checkpointing
-            checkpointing = getattr(self.model, "is_activation_checkpointing", False) or bool(args.gradient_checkpointing)
-            find_unused = not checkpointing if is_pretrained(self.model) else True
-        return distributed.wrap_model(model, find_unused_parameters=find_unused, bucket_cap_mb=args.ddp_bucket_cap_mb,
+        return distributed.wrap_model(model, find_unused_parameters=args.ddp_find_unused_parameters, bucket_cap_mb=args.ddp_bucket_cap_mb,
                                       broadcast_buffers=args.ddp_broadcast_buffers, static_graph=bool(args.ddp_static_graph))
 
     def create_optimizer(self) -> torch.optim.Optimizer:
@@ -311,7 +306,7 @@ class Trainer:
             raise TypeError(f"train() got unexpected keyword arguments: {', '.join(kwargs)}.")
         start = time.time()
         state, plan, num_samples = self._setup_training(trial)
-        self._losses = losses = _LossTracker(nan_filter=self.args.logging_nan_inf_filter)
+        self._losses = losses = LossTracker(nan_filter=self.args.logging_nan_inf_filter)
         if self.args.should_save:
             remove_staging(self.args.output_dir)  # what a killed save left behind
         first_step = state.step
@@ -389,7 +384,7 @@ class Trainer:
         return state, plan, num_samples
 
     def _run_epoch(
-        self, state: TrainState, epoch: int, batches: Any, plan: tkdata.StepPlan, losses: _LossTracker,
+        self, state: TrainState, epoch: int, batches: Any, plan: tkdata.StepPlan, losses: LossTracker,
         ignore_keys: list[str] | None, *, seen: int = 0,
     ) -> TrainState:
         """One epoch of windows through train_step, with transformers' events, logging, evaluation and saving."""
@@ -446,16 +441,7 @@ class Trainer:
 
     def _resume(self, resume_from_checkpoint: Any, state: TrainState) -> TrainState:
         """Load a checkpoint into the model, optimizer, TrainerState and loss bookkeeping; return the state."""
-        # Rank 0 picks the checkpoint and every process loads that one (or raises the same error).
-        try:
-            found: Any = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir, latest_checkpoint) \
-                if self.args.process_index == 0 else None
-        except ConfigError as error:
-            found = error
-        found = distributed.broadcast_object(found)
-        if isinstance(found, ConfigError):
-            raise found
-        path = Path(found)
+        path = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir, latest_checkpoint)
         extra = read_checkpoint_metadata(path).get("extra", {})
         same_data = check_fingerprint(extra.get("data"), self._fingerprint(), ignore_data_skip=self.args.ignore_data_skip)
         state = load_checkpoint(path, state.model, self.optimizer, schedule=self.lr_scheduler)
@@ -473,7 +459,7 @@ class Trainer:
         self._losses.restore(extra.get("loss_tracker"))
         return state
 
-    def _maybe_log_evaluate_save(self, losses: _LossTracker, ignore_keys: list[str] | None) -> None:
+    def _maybe_log_evaluate_save(self, losses: LossTracker, ignore_keys: list[str] | None) -> None:
         if self.control.should_log and losses.pending:
             self.log(losses.flush())
         self._maybe_evaluate_and_save(ignore_keys)
@@ -606,55 +592,3 @@ class Trainer:
 
     def remove_callback(self, callback: Any) -> None:
         self.callback_handler.remove_callback(callback)
-
-
-class _LossTracker:
-    """transformers' loss bookkeeping: the mean window loss since the last log, and the running total.
-
-    Plain floats: train_step has already synchronised to check the loss, so reading it is free.
-    """
-
-    def __init__(self, *, nan_filter: bool) -> None:
-        self.nan_filter = nan_filter
-        self.since_log = 0.0
-        self.pending = 0
-        self.logged = 0.0
-        self.last: Any = None
-
-    def add(self, out: Any) -> None:
-        loss = out.loss.item()
-        # logging_nan_inf_filter: a non-finite loss counts as the mean of the others since the last log.
-        if self.nan_filter and not math.isfinite(loss):
-            loss = self.since_log / (1 + self.pending)
-        self.since_log, self.pending, self.last = self.since_log + loss, self.pending + 1, out
-
-    def flush(self) -> dict[str, float]:
-        logs = {"loss": self.since_log / self.pending, "grad_norm": self.last.grad_norm.item(), "learning_rate": self.last.lr}
-        self.logged += self.since_log
-        self.since_log, self.pending = 0.0, 0
-        return logs
-
-    def total(self) -> float:
-        return self.logged + self.since_log
-
-    def snapshot(self) -> dict[str, Any]:
-        """What a checkpoint needs so the next log after a resume averages the same steps."""
-        return {"since_log": self.since_log, "pending": self.pending}
-
-    def restore(self, saved: dict[str, Any] | None) -> None:
-        if saved:
-            self.since_log, self.pending = float(saved["since_log"]), int(saved["pending"])
-
-
-def _convert_args(args: Any) -> TrainingArguments:
-    if args is None:
-        return TrainingArguments(output_dir="tmp_trainer")  # transformers.Trainer's choice for args=None
-    if isinstance(args, TrainingArguments):
-        return args
-    import transformers
-
-    if isinstance(args, transformers.TrainingArguments):
-        return from_hf(args)
-    raise ConfigError(
-        f"Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got {type(args).__name__}."
-    )
