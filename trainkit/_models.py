@@ -8,6 +8,7 @@ from typing import Any
 def unwrap_model(model: Any) -> Any:
     """The module that defines ``forward``: inside DistributedDataParallel (``.module``),
     ``torch.compile`` (``._orig_mod``) and a PEFT wrapper (``get_base_model()``)."""
+    model = getattr(model, "_orig_mod", model)  # compile outside DDP, or DDP outside compile: both orders
     if hasattr(model, "no_sync") and hasattr(model, "module"):
         model = model.module
     model = getattr(model, "_orig_mod", model)

@@ -342,12 +342,14 @@ def wrap_model(model: nn.Module, *, find_unused_parameters: bool | None = None, 
 
 
 def _local_module(model: Any) -> Any:
-    """The module inside a DDP wrapper (this process's replica), else ``model``."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The module inside a DDP wrapper (this process's replica; compiled or not), else ``model``."""
+    inner = getattr(model, "_orig_mod", model)  # torch.compile(DDP(model))
+    return inner.module if isinstance(inner, nn.parallel.DistributedDataParallel) else model
 
 
 def _ddp_group(model: Any) -> Any:
     """The process group a DDP-wrapped or FSDP-sharded ``model`` averages gradients over; None otherwise."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile(DDP(model))
     if isinstance(model, nn.parallel.DistributedDataParallel):
         return model.process_group
     if is_sharded(model) and _active():

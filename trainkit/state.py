@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -222,6 +222,21 @@ def _read_scheduler(
     return None, None, scheduler
 
 
+def _compiled(model: nn.Module, options: bool | Mapping[str, Any]) -> nn.Module:
+    import inspect
+
+    if options is True:
+        options = {}
+    known = set(inspect.signature(torch.compile).parameters) - {"model"}
+    if not isinstance(options, Mapping) or set(options) - known:
+        unknown = sorted(set(options) - known) if isinstance(options, Mapping) else options
+        raise ConfigError(f"init_state(compile={options!r}): expected True/False or keyword arguments of torch.compile "
+                          f"({', '.join(sorted(known))}); got {unknown!r}. Fix: e.g. compile={{'backend': 'inductor'}}.")
+    if hasattr(model, "_orig_mod"):  # already compiled
+        return model
+    return torch.compile(model, **options)
+
+
 def init_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -230,6 +245,7 @@ def init_state(
     seed: int = 42,
     precision: Precision = "no",
     progress: Progress | None = None,
+    compile: bool | Mapping[str, Any] = False,
 ) -> TrainState:
     """Build the first :class:`TrainState` of a training run (the smart constructor).
 
@@ -245,6 +261,12 @@ def init_state(
         precision: ``"no"``, ``"bf16"`` (autocast to bfloat16) or ``"fp16"`` (autocast to
             float16 with a dynamic grad scaler).
         progress: counters to start from (a resumed run); defaults to all zeros.
+        compile: run the model through ``torch.compile``: True for its defaults (inductor), or a
+            mapping of its keyword arguments (``backend``, ``mode``, ``dynamic``, ``fullgraph``...).
+            The compiled region is the model's forward, which holds a transformers model's loss;
+            the optimizer step and the learning rate stay outside it, so a schedule changing the
+            rate every step never recompiles. ``state.model`` is then the compiled module (it
+            shares the parameters; checkpoints store the bare model's names).
 
     Returns:
         A live state. Base learning rates are read from the optimizer's groups (or the
@@ -316,6 +338,8 @@ def init_state(
             f"init_state(optimizer=...): learning rates must be finite and >= 0; got {base_lrs}."
         )
 
+    if compile is not False:
+        model = _compiled(model, compile)
     scaler = None
     if precision == "fp16":
         device = next(model.parameters()).device.type

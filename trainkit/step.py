@@ -355,11 +355,11 @@ def _micro_step(state: TrainState, model: nn.Module, micro: Any, count: int, las
     """Forward and backward one micro-batch; return its (weighted, detached) loss and aux."""
     scaler = state.scaler
     # DDP and FSDP: only the last micro-batch of the window reduces gradients across processes.
-    sync = contextlib.nullcontext()
-    if not last and hasattr(model, "no_sync"):
-        sync = model.no_sync()
-    elif not last and is_sharded(model):
-        sync = _gradient_sync_off(model)
+    sync, inner = contextlib.nullcontext(), getattr(model, "_orig_mod", model)  # torch.compile(DDP or FSDP model)
+    if not last and hasattr(inner, "no_sync"):
+        sync = inner.no_sync()
+    elif not last and is_sharded(inner):
+        sync = _gradient_sync_off(inner)
     with sync:
         with _autocast(state, plan.device):
             loss, extra = _forward_loss(

@@ -165,10 +165,8 @@ class Trainer:
         return self.args.process_index == 0
 
     def _wrap_model(self) -> nn.Module:
-        """The model train_step runs: compiled (``torch_compile``), then DDP-wrapped with several processes."""
+        """The model train_step runs: DDP-wrapped with several processes (init_state then compiles it: ``torch_compile``)."""
         args, model = self.args, self.model
-        if args.torch_compile:
-            model = torch.compile(model, backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
         if args.world_size == 1 or is_sharded(self.model):
             return model
         return distributed.wrap_model(model, find_unused_parameters=args.ddp_find_unused_parameters, bucket_cap_mb=args.ddp_bucket_cap_mb,
@@ -369,7 +367,10 @@ class Trainer:
         self.create_optimizer_and_scheduler(plan.max_steps)
         self.model_wrapped = self._wrap_model()
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
-        state = init_state(self.model_wrapped, self.optimizer, schedule=self.lr_scheduler, seed=args.seed, precision=precision)
+        compile_options = {"backend": args.torch_compile_backend or "inductor", "mode": args.torch_compile_mode}
+        state = init_state(self.model_wrapped, self.optimizer, schedule=self.lr_scheduler, seed=args.seed, precision=precision,
+                           compile=compile_options if args.torch_compile else False)
+        self.model_wrapped = state.model
         self._train_state = state
         self.state = TrainerState(
             max_steps=plan.max_steps, num_train_epochs=plan.num_train_epochs, train_batch_size=args.train_batch_size,
