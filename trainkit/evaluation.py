@@ -14,7 +14,9 @@ Why gathering is linear: transformers' ``EvalLoopContainer`` concatenates each b
 gathered so far (``nested_concat``), copying the set again at every batch: O(n²) in batches.
 Here each batch's outputs become CPU numpy at once (a CPU tensor's ``.numpy()`` shares its
 memory, so nothing is held twice) and are appended to lists; each output is padded and
-concatenated once, into one preallocated array.
+concatenated once, into one preallocated array,
+and each batch's array is released as soon as it is copied: the peak is the gathered set plus
+one batch (transformers holds the set twice while it concatenates).
 
 Where trainkit knowingly differs: the loss is the model's own mean per batch. transformers 5.24
 divides a causal LM's summed loss by ``num_items_in_batch`` counted *unshifted* when the model
@@ -25,6 +27,7 @@ repeated loss to the remainder); for unsized ones it weighs a short last batch a
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -340,23 +343,31 @@ def _concat(parts: list[Any], where: str) -> Any:
         keys = list(first) if isinstance(first, Mapping) else range(len(first))
         joined = [_concat([p[k] for p in parts], f"{where}[{k!r}]") for k in keys]
         return type(first)(zip(keys, joined)) if isinstance(first, Mapping) else type(first)(joined)
-    arrays = [np.atleast_1d(p) for p in parts]
+    arrays = parts  # consumed: each batch is released once copied (the caller holds no other reference)
+    for i, part in enumerate(arrays):
+        arrays[i] = np.atleast_1d(part)
     shape = arrays[0].shape
-    if all(a.shape[1:] == shape[1:] for a in arrays):
-        return np.concatenate(arrays)
-    if any(a.ndim < 2 or a.ndim != len(shape) or a.shape[2:] != shape[2:] for a in arrays):
+    ragged = any(a.shape[1:] != shape[1:] for a in arrays)
+    if ragged and any(a.ndim < 2 or a.ndim != len(shape) or a.shape[2:] != shape[2:] for a in arrays):
         shapes = list(dict.fromkeys(a.shape for a in arrays))
         raise ConfigError(
             f"evaluate: cannot gather {where}: batches have shapes {shapes[:4]}{' ...' if len(shapes) > 4 else ''}; "
             f"only dim 1 (the sequence) may differ, and is padded with -100. Pad the other dims in the "
             f"collator, or reduce the output in preprocess_logits_for_metrics."
         )
-    rows, width = sum(len(a) for a in arrays), max(a.shape[1] for a in arrays)
-    out = np.full((rows, width, *shape[2:]), PADDING_INDEX, dtype=np.result_type(*arrays))
+    rows, dtype = sum(len(a) for a in arrays), functools.reduce(np.promote_types, (a.dtype for a in arrays))
+    if ragged:
+        out = np.full((rows, max(a.shape[1] for a in arrays), *shape[2:]), PADDING_INDEX, dtype=dtype)
+    else:
+        out = np.empty((rows, *shape[1:]), dtype=dtype)
     row = 0
-    for a in arrays:  # one preallocated array, each batch copied once
-        out[row : row + len(a), : a.shape[1]] = a
+    for i, a in enumerate(arrays):  # one preallocated array, each batch copied once, then let go:
+        if ragged:
+            out[row : row + len(a), : a.shape[1]] = a
+        else:
+            out[row : row + len(a)] = a
         row += len(a)
+        arrays[i] = None  # the peak is the result plus one batch, not twice the set
     return out
 
 
