@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import inspect
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -683,13 +684,18 @@ def test_add_pop_remove_callbacks_like_transformers(tmp_path):
 
 
 @pytest.mark.parametrize("disable_tqdm", [False, True])
-def test_progress_bar_or_printer(tmp_path, disable_tqdm):
-    """disable_tqdm=False puts a ProgressCallback in the list, True a PrinterCallback, as in transformers."""
-    kinds = {cls: _callback_kinds(cls(model=mlp(dtype=torch.float32), args=_hf_args(tmp_path / cls.__module__, disable_tqdm=disable_tqdm)))
-             for cls in (HF, TK)}
-    assert kinds[TK] == kinds[HF]
+def test_progress_bar_or_printer_on_a_terminal(tmp_path, disable_tqdm, monkeypatch):
+    """On a terminal, disable_tqdm=False gives progress bars (a ProgressCallback: trainkit's adds the running loss
+    and learning rate), True a PrinterCallback, as in transformers; off a terminal the logs are printed instead."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    trainers = {cls: cls(model=mlp(dtype=torch.float32), args=_hf_args(tmp_path / cls.__module__, disable_tqdm=disable_tqdm))
+                for cls in (HF, TK)}
     expected = PrinterCallback if disable_tqdm else ProgressCallback
-    assert expected.__name__ in kinds[TK]
+    for trainer in trainers.values():
+        assert sum(isinstance(cb, expected) for cb in trainer.callback_handler.callbacks) == 1
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    quiet = TK(model=mlp(dtype=torch.float32), args=_hf_args(tmp_path / "quiet", disable_tqdm=False))
+    assert [type(cb) for cb in quiet.callback_handler.callbacks][-1] is PrinterCallback
 
 
 # ---- arguments ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from trainkit.errors import (
     CheckpointError,
     CheckpointWarning,
     ConfigError,
+    MissingDependencyError,
     NonFiniteError,
     StaleStateError,
     TrainkitError,
@@ -38,6 +39,7 @@ from trainkit.errors import (
 from trainkit.evaluation import EvalResult, evaluate, predict
 from trainkit.optim import OPTIMIZER_NAMES, decay_parameter_names, make_optimizer, needs_create_graph, param_groups
 from trainkit.schedules import SCHEDULE_NAMES, Schedule, make_schedule, make_scheduler
+from trainkit.plots import plot_log_history, plot_schedule
 from trainkit.seeding import derive_seed
 from trainkit.sharding import shard_model
 from trainkit.state import Progress, TrainState, fork, init_state
@@ -58,6 +60,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CheckpointError",
     "CheckpointWarning",
+    "MissingDependencyError",
     "ConfigError",
     "EvalOutput",
     "EvalResult",
@@ -94,6 +97,8 @@ __all__ = [
     "make_scheduler",
     "needs_create_graph",
     "param_groups",
+    "plot_log_history",
+    "plot_schedule",
     "predict",
     "remove_staging",
     "save_checkpoint",

@@ -24,7 +24,8 @@ names, defaults and ``__post_init__`` normalisations, so ``TrainingArguments(**o
   ``transformers.TrainingArguments`` (built once, when first needed); names HF lacks too raise
   ``AttributeError`` with a hint. ``import trainkit.args`` does not import transformers.
 
-Deliberate differences from HF 5.24: ``report_to=None`` means no integration (HF makes it ``[None]``,
+Deliberate differences from HF 5.24: ``report_to="all"`` adds trainkit's ``"jsonl"`` log to the
+installed integrations; ``report_to=None`` means no integration (HF makes it ``[None]``,
 which its Trainer rejects); stricter ranges (learning_rate > 0, batch sizes >= 1, steps > 0, betas in
 [0, 1), label_smoothing_factor in [0, 1), known ``include_for_metrics``), and ``save_strategy="best"``
 needs an ``eval_strategy`` (without evaluations nothing would ever be saved); devices are CPU or CUDA,
@@ -550,7 +551,7 @@ def _normalise(v: dict[str, Any]) -> None:
     if report in ("all", ["all"]):
         from transformers.integrations import get_available_reporting_integrations
 
-        report = get_available_reporting_integrations()
+        report = [*get_available_reporting_integrations(), "jsonl"]  # trainkit's own JSON-lines log too
     elif report is None or report in ("none", ["none"], [None]):
         report = []
     v["report_to"] = list(report) if isinstance(report, (list, tuple)) else [report]

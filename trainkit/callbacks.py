@@ -19,7 +19,6 @@ from transformers.trainer_callback import (
     CallbackHandler,
     DefaultFlowCallback,
     PrinterCallback,
-    ProgressCallback,
     TrainerControl,
     TrainerState,
 )
@@ -81,6 +80,7 @@ def make_callback_handler(
     optimizer: Any,
     lr_scheduler: Any,
     disable_tqdm: bool,
+    integrations: list[Any] = (),
 ) -> CallbackHandler:
     """Build ``transformers``' ``CallbackHandler`` with the callbacks in ``transformers.Trainer``'s order.
 
@@ -90,11 +90,16 @@ def make_callback_handler(
         processing_class: passed as ``processing_class=``.
         optimizer: passed as ``optimizer=``.
         lr_scheduler: passed as ``lr_scheduler=``.
-        disable_tqdm: use ``PrinterCallback`` instead of the ``ProgressCallback`` bar.
+        disable_tqdm: print the logs (``PrinterCallback``) instead of showing progress bars; bars are
+            also replaced by printed logs when stderr is not a terminal.
+        integrations: the ``report_to`` callbacks, placed before the user's, as transformers does.
 
     Returns:
         The handler; its ``callbacks`` list is what ``Trainer.add_callback`` and friends edit.
     """
-    handler = CallbackHandler([FlowCallback, *(callbacks or [])], model, processing_class, optimizer, lr_scheduler)
-    handler.add_callback(PrinterCallback if disable_tqdm else ProgressCallback)
+    from trainkit.logging import ProgressBars, show_progress_bars
+
+    handler = CallbackHandler([FlowCallback, *integrations, *(callbacks or [])], model, processing_class, optimizer,
+                              lr_scheduler)
+    handler.add_callback(ProgressBars if show_progress_bars(disable_tqdm) else PrinterCallback)
     return handler

@@ -624,19 +624,39 @@ def _loader(where: str, dataset: Any, batches: list[tuple[int, list[int]]], coll
         _Batches(dataset, collator, kind, arrow, seed), batch_sampler=batches,
         collate_fn=_identity, num_workers=_int(where, "num_workers", num_workers, 0), pin_memory=pin_memory,
         generator=_generator(seed))  # DataLoader draws its workers' base seed here, not from the global RNG
-    return _checked(where, iter(loader))
+    return _checked(where, iter(loader), len(batches))
 
 
 def _generator(seed: int | None) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(0 if seed is None else seed, 1))
 
 
-def _checked(where: str, batches: Iterator[Any]) -> Iterator[Any]:
-    for i, batch in enumerate(batches):
-        if i == 0 and not isinstance(batch, (Mapping, tuple, list)):
-            raise ConfigError(f"{where}: the collator returned a {type(batch).__name__}; a batch must be a mapping "
+class _Checked:
+    """The batches of a loader, the first one checked; ``len()`` is the number of batches when known
+    (progress bars read it)."""
+
+    def __init__(self, where: str, batches: Iterator[Any], length: int | None) -> None:
+        self.where, self.batches, self.length, self.first = where, batches, length, True
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self.batches)
+        if self.first and not isinstance(batch, (Mapping, tuple, list)):
+            raise ConfigError(f"{self.where}: the collator returned a {type(batch).__name__}; a batch must be a mapping "
                               "{name: tensor} or a tuple of tensors. Fix: return one from the collator.")
-        yield batch
+        self.first = False
+        return batch
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError(f"{self.where}: a stream's batches have no length")
+        return self.length
+
+
+def _checked(where: str, batches: Iterator[Any], length: int | None = None) -> _Checked:
+    return _Checked(where, batches, length)
 
 
 def _shard(where: str, rank: int | None, world_size: int | None) -> tuple[int, int]:

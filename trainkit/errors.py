@@ -20,6 +20,7 @@ __all__ = [
     "StaleStateError",
     "NonFiniteError",
     "CheckpointError",
+    "MissingDependencyError",
     "TrainkitWarning",
     "CheckpointWarning",
 ]
@@ -47,6 +48,10 @@ class NonFiniteError(TrainkitError, FloatingPointError):
 
 class CheckpointError(TrainkitError, OSError):
     """A checkpoint is missing, incomplete, corrupted or does not match the model."""
+
+
+class MissingDependencyError(TrainkitError, ImportError):
+    """An optional package a feature needs is not installed; the message names the pip command."""
 
 
 class TrainkitWarning(UserWarning):

@@ -47,7 +47,7 @@ from trainkit import distributed
 from trainkit.errors import ConfigError
 from trainkit.evaluation import evaluate as evaluate_batches
 from trainkit.evaluation import default_ignore_keys, speed_metrics
-from trainkit.logging import LossTracker
+from trainkit.logging import LossTracker, integration_callbacks
 from trainkit.losses import label_smoothed_loss
 from trainkit.optim import make_optimizer
 from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, resolve_checkpoint, stop_on_sigterm
@@ -131,6 +131,7 @@ class Trainer:
         self.callback_handler = make_callback_handler(
             callbacks, model=self.model, processing_class=processing_class, optimizer=self.optimizer,
             lr_scheduler=self.lr_scheduler, disable_tqdm=bool(self.args.disable_tqdm),
+            integrations=integration_callbacks(self.args.report_to, logging_dir=self.args.logging_dir, items_seen=self._items_seen),
         )
         self.state = TrainerState(**self._process_flags())
         self.control = TrainerControl()
@@ -152,6 +153,9 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"Trainer(model_init=...): model_init returned {type(model).__name__}, expected an nn.Module.")
         return model
+
+    def _items_seen(self) -> int:
+        return self._train_state.progress.items_seen if self._train_state is not None else 0
 
     def _process_flags(self) -> dict[str, bool]:
         return {"is_local_process_zero": self.args.local_process_index == 0, "is_world_process_zero": self.args.process_index == 0}
