@@ -91,3 +91,20 @@ def test_ddp_example_under_torchrun(tmp_path):
     assert float(lines[-1].split("accuracy ")[1].split()[0]) >= 0.9
     assert done.stdout.count("saved ") == 1
     assert (tmp_path / "ddp_output" / "checkpoint-48" / "manifest.json").is_file()
+
+
+def test_text_classification_main_job(run_example, tmp_path, monkeypatch):
+    """The README's main job, smaller (320 generated reviews, 2 epochs of batch 16): the packaged pretrained MiniLM
+    fine-tunes well above the majority baseline, the saved folder loads with AutoModelForSequenceClassification
+    and classifies new reviews, and training.png is written next to it."""
+    from transformers import AutoModelForSequenceClassification
+
+    monkeypatch.setattr(sys, "argv", ["text_classification.py", "--train-size", "320", "--epochs", "2", "--batch-size",
+                                      "16", "--learning-rate", "2e-4"])
+    result = run_example("text_classification.py")["result"]
+    assert result["metrics"]["eval_accuracy"] >= result["baseline"] + 0.3
+    output = tmp_path / "text_classification_output"
+    assert AutoModelForSequenceClassification.from_pretrained(output).config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+    assert set(result["predicted"]) <= {"POSITIVE", "NEGATIVE"}
+    assert (output / "training.png").read_bytes()[:4] == b"\x89PNG"
+    assert (output / "log.jsonl").is_file()

@@ -181,3 +181,19 @@ def test_sigterm_finishes_the_step_commits_a_checkpoint_and_stops(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "stopped at 3 handler restored True" in result.stdout
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-3"]
+
+
+def test_train_loss_and_speed_cover_the_resumed_call_only(uninterrupted, tmp_path):
+    """As transformers: after resuming at step 4 of 12, train_loss is the mean loss of steps 5-12 (the steps this
+    call ran), and the speed figures count those 8 steps and their share of the samples."""
+    reference, out = uninterrupted(1, 0)
+    folder = tmp_path / "run"
+    shutil.copytree(out / "checkpoint-4", folder / "checkpoint-4")
+    trainer = _trainer(folder)
+    result = trainer.train(resume_from_checkpoint=True)
+    logged = [loss for step, (loss, _) in sorted(_losses(reference).items()) if step > 4]
+    assert len(logged) == 8
+    assert result.training_loss == pytest.approx(sum(logged) / 8, rel=1e-12)
+    runtime = result.metrics["train_runtime"]
+    assert result.metrics["train_steps_per_second"] == pytest.approx(8 / runtime, rel=0.05)
+    assert result.metrics["train_samples_per_second"] == pytest.approx(ROWS * EPOCHS * 8 / 12 / runtime, rel=0.05)

@@ -45,6 +45,7 @@ class LossTracker:
         self.since_log = 0.0
         self.pending = 0
         self.logged = 0.0
+        self.carried = 0.0  # losses of steps before a resume, restored only so the next log averages them
         self.last: Any = None
 
     def add(self, out: Any) -> None:
@@ -61,7 +62,8 @@ class LossTracker:
         return logs
 
     def total(self) -> float:
-        return self.logged + self.since_log
+        """The summed loss of this train() call's steps (transformers' train_loss numerator)."""
+        return self.logged + self.since_log - self.carried
 
     def snapshot(self) -> dict[str, Any]:
         """What a checkpoint needs so the next log after a resume averages the same steps."""
@@ -70,6 +72,7 @@ class LossTracker:
     def restore(self, saved: dict[str, Any] | None) -> None:
         if saved:
             self.since_log, self.pending = float(saved["since_log"]), int(saved["pending"])
+            self.carried = self.since_log
 
 
 class ProgressBars(ProgressCallback):

@@ -311,9 +311,9 @@ class Trainer:
         self._losses = losses = LossTracker(nan_filter=self.args.logging_nan_inf_filter)
         if self.args.should_save:
             remove_staging(self.args.output_dir)  # what a killed save left behind
-        first_step = state.step
         if resume_from_checkpoint not in (None, False):
             state = self._resume(resume_from_checkpoint, state)
+        first_step = state.step  # train_loss and the speed figures cover this call's steps, as in transformers
         first_epoch, skip = state.progress.epoch, state.progress.position
         # transformers builds the train dataloader before on_train_begin; callbacks receive it there.
         batches = self.callback_handler.train_dataloader = self.get_train_dataloader(epoch=first_epoch, skip_batches=skip)
@@ -331,7 +331,8 @@ class Trainer:
         steps = self.state.global_step
         self.store_flos()
         train_loss = losses.total() / max(steps - first_step, 0.001)
-        metrics = speed_metrics("train", time.time() - start, num_samples * steps / max(plan.max_steps, 1), steps)
+        metrics = speed_metrics("train", time.time() - start, num_samples * (steps - first_step) / max(plan.max_steps, 1),
+                                steps - first_step)
         metrics.update(total_flos=self.state.total_flos, train_loss=train_loss)
         self.log(metrics)
         if self.args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
