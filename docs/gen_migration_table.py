@@ -49,14 +49,13 @@ DIFFERENT: dict[str, str] = {
                                    "items (transformers 5.24 gives k times the loss for "
                                    "`BertForSequenceClassification` and miscounts GPT-2's shifted labels)",
     "label_smoothing_factor": "must be in [0, 1) (checked up front)",
-    "use_cache": "accepted but not applied: trainkit does not set `model.config.use_cache` "
-                 "(transformers sets it to this value)",
     "logging_nan_inf_filter": "a NaN or infinite loss raises `NonFiniteError` before the update instead of being "
                               "logged, so the filter only affects what was logged before",
     "report_to": "`None` means no integration (transformers makes it `[None]`, which its Trainer rejects); "
                  "`\"jsonl\"` (`output_dir/log.jsonl`) is trainkit's own, `\"tensorboard\"` is trainkit's logger "
                  "over `torch.utils.tensorboard`, other names get transformers' callback",
-    "eval_accumulation_steps": "accepted, no effect: predictions move to CPU after every batch",
+    "eval_accumulation_steps": "predictions always move to CPU after every batch (what "
+                               "`eval_accumulation_steps=1` buys in transformers), and are gathered in linear time",
     "include_for_metrics": "only `\"inputs\"` and `\"loss\"` (checked up front)",
     "save_strategy": "`\"best\"` needs an `eval_strategy` (without evaluations nothing would be saved)",
     "ignore_data_skip": "resume skips data exactly unless the batch size, accumulation, world size, dataset "
@@ -66,8 +65,8 @@ DIFFERENT: dict[str, str] = {
     "data_seed": "the same order as transformers' seedable sampler; a collator that draws random numbers runs "
                  "under a per-batch seed (data seed, epoch, batch), so resumed batches are identical",
     "use_cpu": "devices are CPU or CUDA, one per process (no `nn.DataParallel`)",
-    "dataloader_persistent_workers": "accepted but not applied: trainkit builds one DataLoader per epoch",
-    "dataloader_prefetch_factor": "accepted but not applied",
+    "dataloader_persistent_workers": "passed to the DataLoader; trainkit builds one loader per epoch (its order is a "
+                                     "function of the epoch), so workers persist within an epoch",
     "fsdp": "FSDP2 only: `True`, `\"full_shard\"`, `\"shard_grad_op\"` (with `\"auto_wrap\"`); other options "
             "(offload, hybrid_shard, ...) raise `ConfigError`",
     "fsdp_config": "keys `reshard_after_forward`, `transformer_layer_cls_to_wrap`, `version` (2); the other "

@@ -473,3 +473,29 @@ def test_errors_name_the_argument_or_column(bert_trainer, tokenizer):
     _raises("`k` got 0", windows, [1], 0)
     _raises("`seed` got -9223372036854775809", data_order, -1 - 2**63, 0, 3)
     _raises("`epoch` got -1", data_order, 0, -1, 3)
+
+
+def test_worker_options_reach_the_dataloader(monkeypatch):
+    """dataloader_persistent_workers and dataloader_prefetch_factor are passed to torch's DataLoader (with workers),
+    never dropped; without workers torch forbids them, and they are left out."""
+    from transformers import default_data_collator
+
+    from trainkit import data as tkdata
+
+    seen = []
+    real = torch.utils.data.DataLoader
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Spy)
+    rows = [{"x": [float(i)], "labels": i} for i in range(8)]
+    batches = tkdata.train_batches(rows, batch_size=4, collator=default_data_collator, seed=0, epoch=0, num_workers=1,
+                                   persistent_workers=True, prefetch_factor=3)
+    order = tkdata.data_order(0, 0, 8).tolist()
+    assert [b["labels"].tolist() for b in batches] == [order[:4], order[4:]]
+    assert seen[-1]["persistent_workers"] is True and seen[-1]["prefetch_factor"] == 3 and seen[-1]["num_workers"] == 1
+    tkdata.eval_batches(rows, batch_size=4, collator=default_data_collator, persistent_workers=True)
+    assert "persistent_workers" not in seen[-1] and seen[-1]["num_workers"] == 0

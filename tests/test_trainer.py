@@ -38,7 +38,7 @@ from transformers.trainer_utils import PredictionOutput, TrainOutput
 
 import trainkit
 from tests.strategies import VOCAB, mlp
-from trainkit import ConfigError, UnsupportedOptionError
+from trainkit import ConfigError, TrainingArguments, UnsupportedOptionError
 from trainkit.checkpoint import load_model_weights
 
 HF, TK = transformers.Trainer, trainkit.Trainer
@@ -831,3 +831,14 @@ def test_step_counts_equal_transformers(rows, batch, accumulation, epochs, max_s
             counts = {name: sum(1 for event, _ in recorder.events if event == name) for name in ("on_step_begin", "on_substep_end", "on_epoch_begin")}
             seen[cls] = (output.global_step, state.max_steps, state.num_train_epochs, round(state.epoch, 6), counts)
     assert seen[TK] == seen[HF]
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_use_cache_is_set_on_the_model_config(tmp_path, use_cache):
+    """As transformers: Trainer(...) sets model.config.use_cache from args.use_cache (off by default for training)."""
+    from tests.strategies import tiny_gpt2
+
+    model = tiny_gpt2()
+    model.config.use_cache = not use_cache
+    TK(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cache=use_cache, report_to="none"))
+    assert model.config.use_cache is use_cache

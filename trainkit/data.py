@@ -611,8 +611,16 @@ def _check_dataset(where: str, dataset: Any, batch_size: int, drop_last: bool, k
                 f"dataset = dataset.class_encode_column({c!r}), or .map(lambda r: {{{c!r}: label2id[r[{c!r}]]}}).")
 
 
+def _workers(where: str, num_workers: int, persistent_workers: bool, prefetch_factor: int | None) -> dict[str, Any]:
+    """DataLoader's worker options; the last two only mean something with workers (as torch requires)."""
+    options: dict[str, Any] = {"num_workers": _int(where, "num_workers", num_workers, 0)}
+    if num_workers > 0:
+        options.update(persistent_workers=bool(persistent_workers), prefetch_factor=prefetch_factor)
+    return options
+
+
 def _loader(where: str, dataset: Any, batches: list[tuple[int, list[int]]], collator: Collator, seed: int | None,
-            num_workers: int, pin_memory: bool) -> Iterator[Any]:
+            workers: dict[str, Any], pin_memory: bool) -> Iterator[Any]:
     kind = _hf_kind(collator)
     arrow = kind is not None and _hf_kind(collator, unwrap=False) == kind and _is_hf_dataset(dataset) and \
         dataset.format["type"] is None
@@ -622,7 +630,7 @@ def _loader(where: str, dataset: Any, batches: list[tuple[int, list[int]]], coll
         arrow = not any(require_decoding(f) for f in dataset.features.values())
     loader = torch.utils.data.DataLoader(
         _Batches(dataset, collator, kind, arrow, seed), batch_sampler=batches,
-        collate_fn=_identity, num_workers=_int(where, "num_workers", num_workers, 0), pin_memory=pin_memory,
+        collate_fn=_identity, **workers, pin_memory=pin_memory,
         generator=_generator(seed))  # DataLoader draws its workers' base seed here, not from the global RNG
     return _checked(where, iter(loader), len(batches))
 
@@ -696,7 +704,8 @@ class _StreamShard(torch.utils.data.IterableDataset):
 
 def train_batches(dataset: Any, *, batch_size: int, collator: Collator, seed: int, epoch: int, skip_batches: int = 0,
                   drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False, rank: int | None = None,
-                  world_size: int | None = None) -> Iterator[Any]:
+                  world_size: int | None = None, persistent_workers: bool = False,
+                  prefetch_factor: int | None = None) -> Iterator[Any]:
     """The batches of one training epoch of a map-style dataset, in ``data_order(seed, epoch, len(dataset))``.
 
     Under DDP each process gets its share (:func:`shard_batches`) of the same order.
@@ -712,6 +721,9 @@ def train_batches(dataset: Any, *, batch_size: int, collator: Collator, seed: in
         drop_last: drop a last batch smaller than ``batch_size``.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory (for CUDA).
+        persistent_workers: keep the worker processes of this loader alive between its iterations
+            (``dataloader_persistent_workers``; a loader is built per epoch, so they serve one epoch).
+        prefetch_factor: batches each worker loads ahead (``dataloader_prefetch_factor``).
         rank: this process's share; None: ``torch.distributed``'s rank (0 without a process group).
         world_size: the number of shares; None: ``torch.distributed``'s world size, else 1.
 
@@ -743,11 +755,13 @@ def train_batches(dataset: Any, *, batch_size: int, collator: Collator, seed: in
     if _int(where, "skip_batches", skip_batches, 0) > len(batches):
         raise ConfigError(f"{where}: `skip_batches` got {skip_batches}, but the epoch has {len(batches)} batches. "
                           "Fix: skip at most one epoch's batches, and count whole epochs in `epoch`.")
-    return _loader(where, dataset, batches[skip_batches:], collator, derive_seed(seed, epoch), num_workers, pin_memory)
+    return _loader(where, dataset, batches[skip_batches:], collator, derive_seed(seed, epoch),
+                   _workers(where, num_workers, persistent_workers, prefetch_factor), pin_memory)
 
 
 def eval_batches(dataset: Any, *, batch_size: int, collator: Collator, num_workers: int = 0,
-                 pin_memory: bool = False, rank: int | None = None, world_size: int | None = None) -> Iterator[Any]:
+                 pin_memory: bool = False, rank: int | None = None, world_size: int | None = None,
+                 persistent_workers: bool = False, prefetch_factor: int | None = None) -> Iterator[Any]:
     """Every row once, in dataset order (stream order for a dataset without length), as HF evaluates.
 
     Under DDP (``world_size`` > 1, by default torch.distributed's) process r evaluates batches
@@ -762,16 +776,19 @@ def eval_batches(dataset: Any, *, batch_size: int, collator: Collator, num_worke
     rank, world = _shard("eval_batches", rank, world_size)
     if not has_length(dataset):
         return iterable_batches(dataset, batch_size=batch_size, collator=collator, num_workers=num_workers,
-                                pin_memory=pin_memory, rank=rank, world_size=world, even=False)
+                                pin_memory=pin_memory, rank=rank, world_size=world, even=False,
+                                persistent_workers=persistent_workers, prefetch_factor=prefetch_factor)
     _check_dataset("eval_batches", dataset, batch_size, False, _hf_kind(collator))
     n = len(dataset)
     batches = [(j, list(range(i, min(i + batch_size, n)))) for j, i in enumerate(range(0, n, batch_size))]
-    return _loader("eval_batches", dataset, batches[rank::world], collator, None, num_workers, pin_memory)
+    return _loader("eval_batches", dataset, batches[rank::world], collator, None,
+                   _workers("eval_batches", num_workers, persistent_workers, prefetch_factor), pin_memory)
 
 
 def iterable_batches(dataset: Any, *, batch_size: int, collator: Collator, epoch: int = 0, skip_batches: int = 0,
                      drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False, rank: int | None = None,
-                     world_size: int | None = None, even: bool = True) -> Iterator[Any]:
+                     world_size: int | None = None, even: bool = True, persistent_workers: bool = False,
+                     prefetch_factor: int | None = None) -> Iterator[Any]:
     """Batches of an iterable dataset (torch or ``datasets.IterableDataset``) in stream order.
 
     Under DDP (``world_size`` > 1, by default torch.distributed's) the stream is read in rounds of
@@ -793,6 +810,7 @@ def iterable_batches(dataset: Any, *, batch_size: int, collator: Collator, epoch
     if world > 1:
         dataset = _StreamShard(dataset, batch_size, rank, world, drop_last, even)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator, drop_last=drop_last,
-                                         num_workers=_int(where, "num_workers", num_workers, 0), pin_memory=pin_memory,
+                                         **_workers(where, num_workers, persistent_workers, prefetch_factor),
+                                         pin_memory=pin_memory,
                                          generator=_generator(epoch))
     return _checked(where, itertools.islice(iter(loader), skip_batches, None))

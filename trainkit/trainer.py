@@ -141,6 +141,8 @@ class Trainer:
         self._losses = LossTracker(nan_filter=self.args.logging_nan_inf_filter)
         self._sigterm = SigtermFlag()
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        if getattr(self.model, "config", None) is not None:  # as transformers: the KV cache off while training
+            self.model.config.use_cache = self.args.use_cache
 
     # ---- models, optimizers, schedules --------------------------------------------------------
 
@@ -220,8 +222,7 @@ class Trainer:
         dataset, collator = self._prepare(self.train_dataset, "training")
         args = self.args
         options = dict(batch_size=args.train_batch_size, collator=collator, epoch=epoch, skip_batches=skip_batches,
-                       drop_last=args.dataloader_drop_last, num_workers=args.dataloader_num_workers, pin_memory=self._pin_memory(),
-                       rank=args.process_index, world_size=args.world_size)
+                       drop_last=args.dataloader_drop_last, rank=args.process_index, world_size=args.world_size, **self._loader_options())
         if not tkdata.has_length(dataset):
             return tkdata.iterable_batches(dataset, **options)
         return tkdata.train_batches(dataset, seed=args.data_seed if args.data_seed is not None else args.seed, **options)
@@ -234,12 +235,15 @@ class Trainer:
             raise ConfigError("Trainer.evaluate() needs an eval_dataset; pass Trainer(eval_dataset=...) or evaluate(eval_dataset=...).")
         dataset, collator = self._prepare(dataset, "evaluation")
         args = self.args
-        return tkdata.eval_batches(dataset, batch_size=args.eval_batch_size, collator=collator, num_workers=args.dataloader_num_workers,
-                                   pin_memory=self._pin_memory(), rank=args.process_index, world_size=args.world_size)
+        return tkdata.eval_batches(dataset, batch_size=args.eval_batch_size, collator=collator, rank=args.process_index,
+                                   world_size=args.world_size, **self._loader_options())
 
-    def _pin_memory(self) -> bool:
-        # Pinned memory only helps copies to an accelerator; torch warns when there is none.
-        return self.args.dataloader_pin_memory and self.args.device.type == "cuda"
+    def _loader_options(self) -> dict[str, Any]:
+        args = self.args
+        return {"num_workers": args.dataloader_num_workers, "persistent_workers": args.dataloader_persistent_workers,
+                "prefetch_factor": args.dataloader_prefetch_factor,
+                # Pinned memory only helps copies to an accelerator; torch warns when there is none.
+                "pin_memory": args.dataloader_pin_memory and args.device.type == "cuda"}
 
     def get_test_dataloader(self, test_dataset: Any) -> Any:
         return self.get_eval_dataloader(test_dataset)
