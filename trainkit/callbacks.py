@@ -13,12 +13,14 @@ replaces ``DefaultFlowCallback`` keeps working) whose decisions come from the ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from transformers.trainer_callback import (
     CallbackHandler,
     DefaultFlowCallback,
     PrinterCallback,
+    TrainerCallback,
     TrainerControl,
     TrainerState,
 )
@@ -103,3 +105,32 @@ def make_callback_handler(
                               lr_scheduler)
     handler.add_callback(ProgressBars if show_progress_bars(disable_tqdm) else PrinterCallback)
     return handler
+
+
+def step_hooks(callbacks: list[Any], fire: Callable[[str], Any]) -> Any:
+    """The :class:`~trainkit.StepHooks` that fire transformers' in-step events, each only if some callback
+    handles it: they are pure dispatch in transformers' handler (no flag to reset), and firing them for
+    nobody costs a step time. The Trainer builds them once per epoch, so a callback added in mid-epoch
+    gets them from the next epoch.
+
+    Args:
+        callbacks: the handler's callbacks.
+        fire: ``event name -> None``, which calls the handler.
+
+    Returns:
+        StepHooks for :func:`~trainkit.train_step`.
+
+    Example:
+        >>> class Counter(TrainerCallback):
+        ...     def on_optimizer_step(self, args, state, control, **kwargs): ...
+        >>> hooks = step_hooks([Counter()], print)
+        >>> hooks.on_micro_batch_end is None, hooks.after_update is not None
+        (True, True)
+    """
+    from trainkit.step import StepHooks
+
+    events = ("on_substep_end", "on_pre_optimizer_step", "on_optimizer_step")
+    handled = {e for e in events for c in callbacks if getattr(type(c), e) is not getattr(TrainerCallback, e)}
+    hook = lambda event: (lambda *_: fire(event)) if event in handled else None  # noqa: E731
+    return StepHooks(on_micro_batch_end=hook("on_substep_end"), before_update=hook("on_pre_optimizer_step"),
+                     after_update=hook("on_optimizer_step"))

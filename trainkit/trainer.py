@@ -24,12 +24,12 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
-from transformers.trainer_callback import ExportableState, TrainerCallback, TrainerControl, TrainerState
+from transformers.trainer_callback import ExportableState, TrainerControl, TrainerState
 from transformers.trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 
 from trainkit import data as tkdata
 from trainkit.args import TrainingArguments, as_training_arguments
-from trainkit.callbacks import make_callback_handler
+from trainkit.callbacks import make_callback_handler, step_hooks
 from trainkit.checkpoint import (
     delete_checkpoint,
     latest_checkpoint,
@@ -54,7 +54,7 @@ from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, re
 from trainkit.schedules import make_schedule, make_scheduler
 from trainkit.sharding import is_sharded, shard_model
 from trainkit.state import TrainState, init_state
-from trainkit.step import StepHooks, train_step
+from trainkit.step import train_step
 from trainkit.step import _logits_of as logits_of
 
 __all__ = ["Trainer"]
@@ -205,6 +205,7 @@ class Trainer:
         return self.lr_scheduler
 
     def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        """Create the optimizer, then the scheduler for ``num_training_steps`` (transformers' method)."""
         self.create_optimizer()
         self.create_scheduler(num_training_steps, self.optimizer)
 
@@ -217,6 +218,7 @@ class Trainer:
         )
 
     def get_train_dataloader(self, epoch: int = 0, skip_batches: int = 0) -> Any:
+        """This process's batches of epoch ``epoch`` (from batch ``skip_batches``), in the seeded order."""
         if self.train_dataset is None:
             raise ConfigError("Trainer.train() needs a train_dataset; pass Trainer(train_dataset=...).")
         dataset, collator = self._prepare(self.train_dataset, "training")
@@ -228,6 +230,7 @@ class Trainer:
         return tkdata.train_batches(dataset, seed=args.data_seed if args.data_seed is not None else args.seed, **options)
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """The evaluation batches (``eval_dataset``, a name of a dict of them, or the Trainer's), in dataset order."""
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if isinstance(dataset, str):
             dataset = self.eval_dataset[dataset]
@@ -246,6 +249,7 @@ class Trainer:
                 "pin_memory": args.dataloader_pin_memory and args.device.type == "cuda"}
 
     def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """The batches ``predict`` runs on: as :meth:`get_eval_dataloader`."""
         return self.get_eval_dataloader(test_dataset)
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -289,18 +293,6 @@ class Trainer:
             return loss.mean(), logits_of(outputs, ignore, has_loss=True)
 
         return {"loss_fn": loss_fn}
-
-    def _step_hooks(self) -> StepHooks:
-        """The in-step events, each only if some callback handles it: they are pure dispatch in
-        transformers' handler (no flag to reset), and firing them for nobody costs a step time.
-        Checked once per epoch, so a callback added in mid-epoch gets them from the next epoch."""
-        handled = {
-            event for event in ("on_substep_end", "on_pre_optimizer_step", "on_optimizer_step")
-            for callback in self.callback_handler.callbacks if getattr(type(callback), event) is not getattr(TrainerCallback, event)
-        }
-        fire = lambda event: (lambda *_: self._fire(event)) if event in handled else None  # noqa: E731
-        return StepHooks(on_micro_batch_end=fire("on_substep_end"), before_update=fire("on_pre_optimizer_step"),
-                         after_update=fire("on_optimizer_step"))
 
     def _fire(self, event: str, **kwargs: Any) -> TrainerControl:
         self.control = getattr(self.callback_handler, event)(self.args, self.state, self.control, **kwargs)
@@ -399,7 +391,7 @@ class Trainer:
     ) -> TrainState:
         """One epoch of windows through train_step, with transformers' events, logging, evaluation and saving."""
         args, loss_options = self.args, self._loss_options()
-        hooks = self._step_hooks()
+        hooks = step_hooks(self.callback_handler.callbacks, self._fire)
         self.callback_handler.train_dataloader = batches
         self._fire("on_epoch_begin")
         for window in tkdata.windows(batches, args.gradient_accumulation_steps):
@@ -595,10 +587,13 @@ class Trainer:
             save_model(self.model, output_dir or self.args.output_dir, processing_class=self.processing_class)
 
     def add_callback(self, callback: Any) -> None:
+        """Add a ``TrainerCallback`` (an instance or a class)."""
         self.callback_handler.add_callback(callback)
 
     def pop_callback(self, callback: Any) -> Any:
+        """Remove a callback (an instance or a class) and return it."""
         return self.callback_handler.pop_callback(callback)
 
     def remove_callback(self, callback: Any) -> None:
+        """Remove a callback (an instance or a class)."""
         self.callback_handler.remove_callback(callback)
