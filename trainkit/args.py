@@ -803,8 +803,25 @@ def as_training_arguments(args: Any) -> TrainingArguments:
     """``Trainer(args=...)``: trainkit's arguments as given, transformers' converted (:func:`from_hf`), None
     the defaults with ``output_dir="tmp_trainer"`` (transformers.Trainer's choice for ``args=None``).
 
+    Args:
+        args: a :class:`TrainingArguments`, a ``transformers.TrainingArguments`` (or a subclass), or None.
+
+    Returns:
+        trainkit's arguments: ``args`` itself, :func:`from_hf` of it, or the defaults.
+
     Raises:
         ConfigError: ``args`` is another type (the message names it).
+        UnsupportedOptionError: as :func:`from_hf`, for transformers' arguments.
+
+    Example:
+        >>> args = TrainingArguments(output_dir="out")
+        >>> as_training_arguments(args) is args
+        True
+        >>> as_training_arguments(None).output_dir
+        'tmp_trainer'
+        >>> as_training_arguments({"output_dir": "out"})
+        Traceback (most recent call last):
+        trainkit.errors.ConfigError: Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got dict.
     """
     if args is None:
         return TrainingArguments(output_dir="tmp_trainer")  # transformers.Trainer's choice for args=None

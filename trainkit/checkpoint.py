@@ -207,12 +207,30 @@ def load_model_weights(model: nn.Module, directory: str | os.PathLike[str]) -> N
     """Load the weights :func:`save_model` wrote in ``directory`` into ``model``, in place.
 
     Tied parameters stay tied (tensors are copied into the existing ones). The model is not
-    changed when an error is raised.
+    changed when an error is raised. Under FSDP every process reads the files and keeps its shard
+    (a collective).
+
+    Args:
+        model: a module of the saved architecture (possibly wrapped); its weights are replaced in place.
+        directory: a folder written by :func:`save_model` (or a checkpoint folder): ``model.safetensors``,
+            or sharded safetensors files with their ``model.safetensors.index.json``.
 
     Raises:
         CheckpointError: if the folder has no weights, a weights file is malformed (the message
             names it), or a tensor is missing or has another shape (the message names the first
             mismatched parameter and both shapes).
+
+    Example:
+        >>> import tempfile, torch
+        >>> model = torch.nn.Linear(2, 2)
+        >>> folder = save_model(model, tempfile.mkdtemp())
+        >>> fresh = torch.nn.Linear(2, 2)
+        >>> load_model_weights(fresh, folder)
+        >>> torch.equal(fresh.weight, model.weight)
+        True
+        >>> load_model_weights(torch.nn.Linear(3, 2), folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        trainkit.errors.CheckpointError: load_model_weights: parameter 'weight' has shape (2, 2) in .../model.safetensors but (2, 3) in the model: the checkpoint is from a different model.
     """
     model = unwrap_model(model)
     folder = Path(directory)
@@ -311,9 +329,25 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> None:
 
     Files that the manifest does not list are allowed and ignored (nothing reads them).
 
+    Args:
+        path: a ``checkpoint-N`` folder.
+
     Raises:
         CheckpointError: naming the missing or corrupt manifest, or the first listed file that
-            is missing, has another size (truncated) or another hash (altered).
+            is missing, has another size (truncated) or another hash (altered); also if ``path``
+            is not a folder.
+
+    Example:
+        >>> import tempfile, torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        >>> path = save_checkpoint(state, tempfile.mkdtemp())
+        >>> verify_checkpoint(path)  # every listed file matches: returns None
+        >>> with open(path / "optimizer.pt", "ab") as f:
+        ...     _ = f.write(b"!")
+        >>> verify_checkpoint(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        trainkit.errors.CheckpointError: .../checkpoint-0/optimizer.pt is truncated or extended: ...
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -391,8 +425,28 @@ def write_checkpoint(
     Like :func:`save_checkpoint` without a :class:`~trainkit.TrainState` (no ``trainkit_state.json``),
     and like it a collective under FSDP.
 
+    Args:
+        output_dir: the run's folder; created if missing.
+        step: the ``N`` of ``checkpoint-N`` (an existing ``checkpoint-N`` is replaced atomically).
+        model: the module to save (see :func:`save_model`).
+        processing_class: a tokenizer/processor to save beside the model, or None.
+        optimizer: its state is written to ``optimizer.pt``; None writes none.
+        trainer_state: a ``transformers.TrainerState`` (written with ``save_to_json``), or None.
+        args_json: the training arguments as a JSON string (``training_args.json``), or None.
+
     Returns:
         The committed checkpoint folder.
+
+    Raises:
+        ConfigError: ``step`` is not a non-negative int (nothing is written).
+
+    Example:
+        >>> import tempfile, torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> path = write_checkpoint(tempfile.mkdtemp(), 5, model=model,
+        ...                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1), args_json='{"seed": 0}')
+        >>> path.name, sorted(p.name for p in path.iterdir())
+        ('checkpoint-5', ['manifest.json', 'model.safetensors', 'optimizer.pt', 'training_args.json'])
     """
     weights, opt_state, writes = _collect(model, optimizer)
 
@@ -444,6 +498,17 @@ def save_checkpoint(
     Raises:
         ConfigError: if ``extra`` is not JSON-serialisable (checked before anything is written).
         StaleStateError: if ``state`` was consumed by a step.
+
+    Example:
+        >>> import tempfile, torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1), seed=0)
+        >>> path = save_checkpoint(state, tempfile.mkdtemp(), extra={"best_metric": 0.5})
+        >>> path.name, read_checkpoint_metadata(path)["extra"]
+        ('checkpoint-0', {'best_metric': 0.5})
+        >>> save_checkpoint(state, path.parent, extra={"loss": float("nan")})
+        Traceback (most recent call last):
+        trainkit.errors.ConfigError: save_checkpoint(extra=...): must be JSON-serialisable (no pickles in checkpoints); Out of range float values are not JSON compliant: nan.
     """
     model, optimizer, scaler, scheduler = state.model, state.optimizer, state.scaler, state.lr_scheduler
     meta = {
@@ -477,7 +542,26 @@ def save_checkpoint(
 
 
 def list_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:
-    """The committed ``checkpoint-N`` folders of ``output_dir``, oldest (smallest N) first."""
+    """The committed ``checkpoint-N`` folders of ``output_dir``, oldest (smallest N) first.
+
+    Folders are recognised by name alone (nothing is verified; :func:`latest_checkpoint` verifies).
+
+    Args:
+        output_dir: the run's folder.
+
+    Returns:
+        The folders, sorted by N as a number; empty if ``output_dir`` does not exist.
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> out = tempfile.mkdtemp()
+        >>> for step in (10, 2):
+        ...     _ = write_checkpoint(out, step, model=torch.nn.Linear(2, 1))
+        >>> [p.name for p in list_checkpoints(out)]  # by step, not by name
+        ['checkpoint-2', 'checkpoint-10']
+        >>> list_checkpoints(os.path.join(out, "missing"))
+        []
+    """
     root = Path(output_dir)
     if not root.is_dir():
         return []
@@ -490,6 +574,28 @@ def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
 
     Each newer checkpoint that fails verification is skipped with a :class:`CheckpointWarning`
     naming it and the bad file. Staging folders are never returned. ``None`` if none verifies.
+
+    Args:
+        output_dir: the run's folder.
+
+    Returns:
+        The folder, or ``None`` (also when ``output_dir`` does not exist).
+
+    Example:
+        >>> import tempfile, warnings, torch
+        >>> out = tempfile.mkdtemp()
+        >>> latest_checkpoint(out) is None
+        True
+        >>> paths = [write_checkpoint(out, step, model=torch.nn.Linear(2, 1)) for step in (1, 2)]
+        >>> latest_checkpoint(out).name
+        'checkpoint-2'
+        >>> _ = (paths[1] / "model.safetensors").write_bytes(b"damaged")
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     latest_checkpoint(out).name
+        'checkpoint-1'
+        >>> [w.category.__name__ for w in caught]
+        ['CheckpointWarning']
     """
     for path in reversed(list_checkpoints(output_dir)):
         try:
@@ -505,6 +611,19 @@ def remove_staging(output_dir: str | os.PathLike[str]) -> list[Path]:
     """Delete the ``.staging-*`` folders a killed save left in ``output_dir``; returns them.
 
     Call it when no save is in progress (at the start of training, on the saving process).
+
+    Args:
+        output_dir: the run's folder (nothing happens if it does not exist).
+
+    Returns:
+        The deleted paths, sorted.
+
+    Example:
+        >>> import os, tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> os.mkdir(os.path.join(out, ".staging-checkpoint-4-1234-abcd"))  # what a killed save leaves
+        >>> [p.name for p in remove_staging(out)], os.listdir(out)
+        (['.staging-checkpoint-4-1234-abcd'], [])
     """
     root = Path(output_dir)
     doomed = sorted(p for p in root.iterdir() if p.name.startswith(_STAGING)) if root.is_dir() else []
@@ -522,8 +641,24 @@ def rotate_checkpoints(output_dir: str | os.PathLike[str], *, limit: int | None,
     Follows ``transformers``: with a best checkpoint and ``limit == 1``, two are kept (the best
     and the newest) so training can still resume.
 
+    Args:
+        output_dir: the run's folder.
+        limit: how many checkpoints to keep (HF's ``save_total_limit``); None or <= 0 keeps all.
+        keep: the best checkpoint's folder, never deleted; None if there is none.
+
     Returns:
-        The deleted folders.
+        The deleted folders (with :func:`delete_checkpoint`), oldest first.
+
+    Example:
+        >>> import tempfile, torch
+        >>> out = tempfile.mkdtemp()
+        >>> paths = [write_checkpoint(out, step, model=torch.nn.Linear(2, 1)) for step in (1, 2, 3, 4)]
+        >>> [p.name for p in rotate_checkpoints(out, limit=2, keep=paths[0])]
+        ['checkpoint-2', 'checkpoint-3']
+        >>> [p.name for p in list_checkpoints(out)]
+        ['checkpoint-1', 'checkpoint-4']
+        >>> rotate_checkpoints(out, limit=1, keep=paths[0])  # the best and the newest both stay
+        []
     """
     if not limit or limit <= 0:
         return []
@@ -543,6 +678,19 @@ def delete_checkpoint(path: str | os.PathLike[str]) -> None:
 
     The folder is first renamed to a staging name (atomic), then deleted; what a kill leaves is a
     ``.staging-*`` folder, which :func:`remove_staging` deletes at the next start.
+
+    Args:
+        path: a ``checkpoint-N`` folder.
+
+    Raises:
+        OSError: if ``path`` does not exist or cannot be moved (e.g. ``FileNotFoundError``).
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> path = write_checkpoint(tempfile.mkdtemp(), 1, model=torch.nn.Linear(2, 1))
+        >>> delete_checkpoint(path)
+        >>> path.exists(), os.listdir(path.parent)
+        (False, [])
     """
     path = Path(path)
     doomed = _unique_dir(path.parent, f"{_STAGING}deleted-{path.name}-{os.getpid()}")
@@ -569,7 +717,25 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def read_trainer_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``trainer_state.json`` of checkpoint folder ``path``, as a dict (HF ``TrainerState`` fields)."""
+    """The ``trainer_state.json`` of checkpoint folder ``path``, as a dict (HF ``TrainerState`` fields).
+
+    Args:
+        path: a checkpoint folder written with a ``trainer_state`` (the ``Trainer``'s).
+
+    Returns:
+        The JSON object, e.g. ``global_step``, ``log_history``, ``best_model_checkpoint``.
+
+    Raises:
+        CheckpointError: the file is missing, is not valid JSON, or is not a JSON object.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with open(os.path.join(folder, "trainer_state.json"), "w") as f:
+        ...     json.dump({"global_step": 3, "log_history": []}, f)
+        >>> read_trainer_state(folder)["global_step"]
+        3
+    """
     data = _read_json_file(Path(path) / "trainer_state.json")
     if not isinstance(data, dict):
         raise CheckpointError(f"{Path(path) / 'trainer_state.json'}: expected a JSON object.")
@@ -577,7 +743,28 @@ def read_trainer_state(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``trainkit_state.json`` of checkpoint folder ``path``: progress, seed, base_lrs, precision, extra."""
+    """The ``trainkit_state.json`` of checkpoint folder ``path``: progress, seed, base_lrs, precision, extra.
+
+    Args:
+        path: a checkpoint folder written by :func:`save_checkpoint`.
+
+    Returns:
+        The JSON object: ``format``, ``version``, ``progress`` (a dict of :class:`~trainkit.Progress`'s
+        fields), ``seed``, ``base_lrs``, ``precision``, ``scaler`` and ``scheduler`` (whether those
+        files exist) and ``extra``.
+
+    Raises:
+        CheckpointError: the file is missing or malformed, is not a trainkit state file, or has a
+            format version newer than this trainkit.
+
+    Example:
+        >>> import tempfile, torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1), seed=7)
+        >>> meta = read_checkpoint_metadata(save_checkpoint(state, tempfile.mkdtemp(), extra={"epoch_loss": 0.25}))
+        >>> meta["progress"]["step"], meta["seed"], meta["base_lrs"], meta["precision"], meta["extra"]
+        (0, 7, [0.1], 'no', {'epoch_loss': 0.25})
+    """
     file = Path(path) / STATE_FILE
     meta = _read_json_file(file)
     if not isinstance(meta, dict) or meta.get("format") != "trainkit-checkpoint" or not isinstance(meta.get("version"), int):

@@ -179,6 +179,13 @@ class StepPlan(NamedTuple):
         num_train_epochs: epochs the loop starts; ``sys.maxsize`` for a dataset without length.
         updates_per_epoch: updates in a full epoch.
         batches_per_epoch: micro-batches in a full epoch (HF's ``steps_in_epoch``).
+
+    Example:
+        >>> plan = plan_steps(num_batches=10, gradient_accumulation_steps=4, num_train_epochs=2)
+        >>> plan.max_steps, plan.num_train_epochs, plan.updates_per_epoch
+        (6, 2, 3)
+        >>> plan == StepPlan(max_steps=6, num_train_epochs=2, updates_per_epoch=3, batches_per_epoch=10)
+        True
     """
 
     max_steps: int
@@ -294,8 +301,29 @@ def drop_unused_columns(dataset: Any, model: Any, *, label_names: Sequence[str] 
     ``label_names`` None means :func:`find_label_names`. Other datasets are returned unchanged: wrap
     their collator with :func:`wrap_collator_removing_columns`, as HF does.
 
+    Args:
+        dataset: a ``datasets.Dataset``; any other dataset is returned as it is.
+        model: the model (possibly wrapped) whose ``forward`` parameters are kept.
+        label_names: the label columns to keep; None: :func:`find_label_names`.
+        remove_unused_columns: False returns ``dataset`` unchanged (HF's ``remove_unused_columns``).
+        description: the dataset's role ("training", "evaluation"...), named in the log and errors.
+
+    Returns:
+        The dataset without the unused columns (they are logged at INFO level), or ``dataset``.
+
     Raises:
         ConfigError: no column would remain; the message lists the columns and the kept names.
+
+    Example:
+        >>> import datasets
+        >>> class Net(torch.nn.Module):
+        ...     def forward(self, x, labels=None): ...
+        >>> ds = datasets.Dataset.from_dict({"x": [[1.0], [2.0]], "label": [0, 1], "text": ["a", "b"]})
+        >>> drop_unused_columns(ds, Net()).column_names
+        ['x', 'label']
+        >>> rows = [{"x": [1.0], "text": "a"}]
+        >>> drop_unused_columns(rows, Net()) is rows  # not a datasets.Dataset
+        True
     """
     if not remove_unused_columns or not _is_hf_dataset(dataset):
         return dataset
@@ -331,7 +359,32 @@ def wrap_collator_removing_columns(collator: Collator, model: Any, *, label_name
                                    remove_unused_columns: bool = True, description: str = "training") -> Collator:
     """HF's ``RemoveColumnsCollator`` for datasets that are not ``datasets.Dataset`` (torch datasets,
     ``datasets.IterableDataset``): drop the keys of dict rows that ``model.forward`` does not take.
-    The wrapper pickles (``num_workers``) and raises ConfigError when no key of a row would remain."""
+    The wrapper pickles (``num_workers``) and raises ConfigError when no key of a row would remain.
+
+    Args:
+        collator: rows -> batch, called with the reduced rows.
+        model: the model (possibly wrapped) whose ``forward`` parameters are kept.
+        label_names: the label keys to keep; None: :func:`find_label_names`.
+        remove_unused_columns: False returns ``collator`` itself.
+        description: the dataset's role ("training", "evaluation"...), named in errors.
+
+    Returns:
+        A collator that keeps the :func:`signature_columns` keys of ``dict`` rows (other rows pass
+        through) and calls ``collator``; ``collator`` itself when ``remove_unused_columns`` is False.
+
+    Raises:
+        ConfigError: (when called) the rows are non-empty dicts none of whose keys is kept.
+
+    Example:
+        >>> class Net(torch.nn.Module):
+        ...     def forward(self, x, labels=None): ...
+        >>> collate = wrap_collator_removing_columns(lambda rows: rows, Net())
+        >>> collate([{"x": 1.0, "label": 0, "idx": 7}])
+        [{'x': 1.0, 'label': 0}]
+        >>> collate([{"idx": 7}])
+        Traceback (most recent call last):
+        trainkit.errors.ConfigError: training collator: no key of the rows ['idx'] is in ['label', 'label_ids', 'labels', 'x']. Fix: rename the keys, or set remove_unused_columns=False.
+    """
     if not remove_unused_columns:
         return collator
     return _RemoveColumns(collator, _kept(model, label_names), f"{description} collator")
@@ -341,7 +394,36 @@ def prepare_columns(dataset: Any, collator: Collator, model: Any, *, label_names
                     remove_unused_columns: bool = True, description: str = "training") -> tuple[Any, Collator]:
     """HF's ``_get_dataloader`` rule in one call: a ``datasets.Dataset`` loses its unused columns
     (:func:`drop_unused_columns`); any other dataset keeps them and its collator drops them
-    (:func:`wrap_collator_removing_columns`). Returns ``(dataset, collator)``."""
+    (:func:`wrap_collator_removing_columns`). Returns ``(dataset, collator)``.
+
+    Args:
+        dataset: a ``datasets.Dataset``, or any other dataset (torch, ``datasets.IterableDataset``).
+        collator: rows -> batch.
+        model: the model (possibly wrapped) whose ``forward`` parameters are kept.
+        label_names: the label columns to keep; None: :func:`find_label_names`.
+        remove_unused_columns: False returns ``(dataset, collator)`` unchanged.
+        description: the dataset's role ("training", "evaluation"...), named in the log and errors.
+
+    Returns:
+        ``(dataset, collator)``: one of them reduced as above, the other as given.
+
+    Raises:
+        ConfigError: as :func:`drop_unused_columns` (no column of a ``datasets.Dataset`` would remain).
+
+    Example:
+        >>> import datasets
+        >>> class Net(torch.nn.Module):
+        ...     def forward(self, x, labels=None): ...
+        >>> ds = datasets.Dataset.from_dict({"x": [[1.0], [2.0]], "label": [0, 1], "idx": [7, 8]})
+        >>> collate = lambda rows: rows
+        >>> kept, same = prepare_columns(ds, collate, Net())
+        >>> kept.column_names, same is collate
+        (['x', 'label'], True)
+        >>> rows = [{"x": 1.0, "label": 0, "idx": 7}]
+        >>> same, wrapped = prepare_columns(rows, collate, Net())
+        >>> same is rows, wrapped(rows)
+        (True, [{'x': 1.0, 'label': 0}])
+    """
     kw = {"label_names": label_names, "remove_unused_columns": remove_unused_columns, "description": description}
     if _is_hf_dataset(dataset):
         return drop_unused_columns(dataset, model, **kw), collator
@@ -351,7 +433,26 @@ def prepare_columns(dataset: Any, collator: Collator, model: Any, *, label_names
 def default_collator(processing_class: Any) -> Collator:
     """HF 5.24's default: ``DataCollatorWithPadding(processing_class)`` for a tokenizer
     (``PreTrainedTokenizerBase``) or a ``SequenceFeatureExtractor``; ``default_data_collator`` otherwise,
-    including image processors and processors that hold a tokenizer."""
+    including image processors and processors that hold a tokenizer.
+
+    Args:
+        processing_class: the ``Trainer``'s ``processing_class`` (a tokenizer, feature extractor,
+            image processor or processor), or None.
+
+    Returns:
+        A ``transformers.DataCollatorWithPadding`` over ``processing_class``, or
+        ``transformers.default_data_collator``.
+
+    Example:
+        >>> from tokenizers import Tokenizer, models
+        >>> from transformers import PreTrainedTokenizerFast, default_data_collator
+        >>> tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[PAD]": 0, "hi": 1},
+        ...                               unk_token="[PAD]")), pad_token="[PAD]")
+        >>> type(default_collator(tok)).__name__
+        'DataCollatorWithPadding'
+        >>> default_collator(None) is default_data_collator
+        True
+    """
     from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, default_data_collator
     from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 
@@ -361,7 +462,18 @@ def default_collator(processing_class: Any) -> Collator:
 
 
 def has_length(dataset: Any) -> bool:
-    """Whether ``len(dataset)`` works (HF's ``has_length``)."""
+    """Whether ``len(dataset)`` works (HF's ``has_length``).
+
+    Args:
+        dataset: any object.
+
+    Returns:
+        False when ``len()`` raises ``TypeError`` or ``AttributeError`` (a stream, an ``IterableDataset``).
+
+    Example:
+        >>> has_length([1, 2, 3]), has_length(iter([1, 2, 3]))
+        (True, False)
+    """
     try:
         return len(dataset) is not None
     except (TypeError, AttributeError):
@@ -369,7 +481,23 @@ def has_length(dataset: Any) -> bool:
 
 
 def check_max_steps(dataset: Any, max_steps: int) -> None:
-    """Raise ConfigError when ``dataset`` has no length and ``max_steps`` is not a positive int."""
+    """Raise ConfigError when ``dataset`` has no length and ``max_steps`` is not a positive int.
+
+    Args:
+        dataset: the training dataset, or None (treated as having no length).
+        max_steps: the run's ``max_steps`` (-1: train ``num_train_epochs``, which needs a length).
+
+    Raises:
+        ConfigError: ``dataset`` is None or has no length (:func:`has_length`) and ``max_steps`` is
+            not a positive int.
+
+    Example:
+        >>> check_max_steps([1, 2, 3], -1)  # a length: epochs can be counted
+        >>> check_max_steps(iter([1, 2, 3]), 100)
+        >>> check_max_steps(iter([1, 2, 3]), -1)
+        Traceback (most recent call last):
+        trainkit.errors.ConfigError: `max_steps` got -1, but an IterableDataset has no length: set max_steps to a positive int (the number of optimizer updates).
+    """
     if (dataset is None or not has_length(dataset)) and not (isinstance(max_steps, int) and max_steps > 0):
         raise ConfigError(f"`max_steps` got {max_steps!r}, but an IterableDataset has no length: set max_steps to "
                           "a positive int (the number of optimizer updates).")
@@ -383,6 +511,19 @@ def check_batch(batch: Any, model: Any, *, label_names: Sequence[str] | None = N
             ``model.forward`` does not take, and none of ``label_names``: HF's collators rename them to
             "labels", a custom collator that does not leaves the model without labels (HF then fails with
             "The model did not return a loss").
+
+    Args:
+        batch: the collator's output for the first batch.
+        model: the model (possibly wrapped) the batch is for.
+        label_names: the model's label names; None: :func:`find_label_names`.
+
+    Example:
+        >>> class Net(torch.nn.Module):
+        ...     def forward(self, x, labels=None): ...
+        >>> check_batch({"x": torch.ones(2, 1), "labels": torch.zeros(2)}, Net())  # fine: returns None
+        >>> check_batch({"x": torch.ones(2, 1), "label": torch.zeros(2)}, Net())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        trainkit.errors.ConfigError: check_batch: the batch has 'label' but `Net.forward` takes its labels as ['labels'], ...
     """
     if not isinstance(batch, (Mapping, tuple, list)):
         raise ConfigError(f"check_batch: the collator returned a {type(batch).__name__}; a batch must be a mapping "
@@ -768,10 +909,37 @@ def eval_batches(dataset: Any, *, batch_size: int, collator: Collator, num_worke
     r, r + W, r + 2W... of that order, nothing repeated: the processes may get one batch more or
     less, and :func:`~trainkit.evaluate` gathers the results back into dataset order.
 
+    Args:
+        dataset: a map-style dataset (``datasets.Dataset`` or torch, with ``__len__``), its unused
+            columns removed (:func:`drop_unused_columns`), or a dataset without length (then
+            :func:`iterable_batches` with ``even=False``).
+        batch_size: rows per batch.
+        collator: rows -> batch, e.g. :func:`default_collator`.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin batches in page-locked memory (for CUDA).
+        rank: this process's share; None: ``torch.distributed``'s rank (0 without a process group).
+        world_size: the number of shares; None: ``torch.distributed``'s world size, else 1.
+        persistent_workers: keep the worker processes of this loader alive between its iterations
+            (``dataloader_persistent_workers``).
+        prefetch_factor: batches each worker loads ahead (``dataloader_prefetch_factor``).
+
+    Returns:
+        An iterator of batches, the last one possibly smaller; ``len()`` of it is this process's
+        number of batches when the dataset has a length.
+
     Raises:
         ConfigError: an empty dataset; ``batch_size`` < 1; with transformers' default collators, rows that
             are not mappings or a string label column; a collator output that is neither a mapping nor a
             tuple (at the first batch).
+
+    Example:
+        >>> from transformers import default_data_collator
+        >>> rows = [{"x": [float(i)], "label": i} for i in range(5)]
+        >>> [b["labels"].tolist() for b in eval_batches(rows, batch_size=2, collator=default_data_collator)]
+        [[0, 1], [2, 3], [4]]
+        >>> [b["labels"].tolist() for b in eval_batches(rows, batch_size=2, collator=default_data_collator,
+        ...                                              rank=1, world_size=2)]
+        [[2, 3]]
     """
     rank, world = _shard("eval_batches", rank, world_size)
     if not has_length(dataset):
@@ -801,6 +969,46 @@ def iterable_batches(dataset: Any, *, batch_size: int, collator: Collator, epoch
     reshuffles per epoch). A stream cannot be indexed: ``skip_batches`` batches are read and dropped,
     as in HF. With ``num_workers > 1`` a torch ``IterableDataset`` must shard itself by worker
     (``torch.utils.data.get_worker_info``), or rows repeat, as in HF.
+
+    Args:
+        dataset: a torch ``IterableDataset`` or a ``datasets.IterableDataset`` (its unused columns
+            removed by the collator: :func:`wrap_collator_removing_columns`).
+        batch_size: rows per batch on each process.
+        collator: rows -> batch, e.g. :func:`default_collator`.
+        epoch: the 0-based epoch, passed to ``dataset.set_epoch`` when it has one.
+        skip_batches: batches of this process to read and drop first (resume).
+        drop_last: drop a last batch smaller than ``batch_size`` (with ``even``, the incomplete round).
+        num_workers: DataLoader worker processes.
+        pin_memory: pin batches in page-locked memory (for CUDA).
+        rank: this process's share; None: ``torch.distributed``'s rank (0 without a process group).
+        world_size: the number of shares; None: ``torch.distributed``'s world size, else 1.
+        even: complete the last round so every process has as many batches (training); False
+            (evaluation) reads every row once.
+        persistent_workers: keep the worker processes of this loader alive between its iterations
+            (``dataloader_persistent_workers``).
+        prefetch_factor: batches each worker loads ahead (``dataloader_prefetch_factor``).
+
+    Returns:
+        An iterator of batches, without length. Arguments are checked when it is created.
+
+    Raises:
+        ConfigError: ``batch_size`` < 1, ``skip_batches`` or ``epoch`` < 0, a ``rank`` outside
+            ``[0, world_size)``; a collator output that is neither a mapping nor a tuple (at the
+            first batch).
+
+    Example:
+        >>> from transformers import default_data_collator
+        >>> class Stream(torch.utils.data.IterableDataset):
+        ...     def __iter__(self):
+        ...         return iter([{"x": [float(i)], "label": i} for i in range(5)])
+        >>> [b["labels"].tolist() for b in iterable_batches(Stream(), batch_size=2, collator=default_data_collator)]
+        [[0, 1], [2, 3], [4]]
+        >>> [b["labels"].tolist() for b in iterable_batches(Stream(), batch_size=2, collator=default_data_collator,
+        ...                                                  rank=1, world_size=2)]  # the last round completed
+        [[2, 3], [1, 2]]
+        >>> [b["labels"].tolist() for b in iterable_batches(Stream(), batch_size=2, collator=default_data_collator,
+        ...                                                  rank=1, world_size=2, even=False)]
+        [[2, 3]]
     """
     where = "iterable_batches"
     _int(where, "batch_size", batch_size, 1), _int(where, "skip_batches", skip_batches, 0), _int(where, "epoch", epoch, 0)

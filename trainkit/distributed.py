@@ -46,6 +46,11 @@ __all__ = [
 ]
 
 BACKENDS = ("nccl", "gloo", "mpi", "ccl", "hccl", "cncl", "mccl")  # transformers' ``ddp_backend`` choices
+"""The backends :func:`setup_distributed` accepts: transformers' ``ddp_backend`` choices.
+
+Whether one is usable depends on the torch build (``torch.distributed.is_backend_available``):
+``nccl`` needs CUDA, ``gloo`` works on the CPU.
+"""
 _REQUIRED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _FIX = "Fix: launch with `torchrun --nproc_per_node=N script.py` (it sets them all), or unset them to run one process."
 
@@ -59,6 +64,11 @@ class ProcessInfo:
         world_size: the number of processes.
         local_rank: the rank on this node (the device index on a GPU node).
         local_world_size: the processes on this node.
+
+    Example:
+        >>> info = ProcessInfo(rank=1, world_size=4, local_rank=1, local_world_size=2)
+        >>> info.is_main, ProcessInfo().is_main  # the default is the one process of a plain run
+        (False, True)
     """
 
     rank: int = 0
@@ -193,6 +203,9 @@ def teardown_distributed() -> None:
 
     Every process passes a barrier first: a process that tears its connections down while
     another still finishes a collective makes the other abort.
+
+    Example:
+        >>> teardown_distributed()  # no process group: nothing to do
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         if torch.distributed.get_world_size() > 1:
@@ -214,17 +227,34 @@ def _current() -> ProcessInfo:
 
 
 def rank() -> int:
-    """This process's global rank (0 without a process group)."""
+    """This process's global rank (0 without a process group).
+
+    Example:
+        >>> rank()  # one process
+        0
+    """
     return _current().rank
 
 
 def world_size() -> int:
-    """The number of processes (1 without a process group)."""
+    """The number of processes (1 without a process group).
+
+    Example:
+        >>> world_size()  # one process
+        1
+    """
     return _current().world_size
 
 
 def local_rank() -> int:
-    """This process's rank on its node (0 without a process group)."""
+    """This process's rank on its node (0 without a process group).
+
+    Under a process group it is read from ``torchrun``'s ``LOCAL_RANK`` variable (0 if unset).
+
+    Example:
+        >>> local_rank()  # one process
+        0
+    """
     return _current().local_rank
 
 
@@ -240,7 +270,14 @@ def is_main_process(*, local: bool = False) -> bool:
 
 
 def barrier() -> None:
-    """Wait until every process reaches this point (nothing to wait for with one process)."""
+    """Wait until every process reaches this point (nothing to wait for with one process).
+
+    A collective: every process of the group must call it, or the others wait until the group's
+    timeout.
+
+    Example:
+        >>> barrier()  # one process: returns at once
+    """
     if _active():
         torch.distributed.barrier()
 
@@ -284,6 +321,19 @@ def broadcast_object(obj: Any, *, src: int = 0) -> Any:
     """``obj`` as process ``src`` has it, on every process (e.g. the checkpoint rank 0 chose).
 
     It travels pickled between the job's own processes (never read from a file).
+
+    A collective: every process calls it; only ``src``'s ``obj`` matters.
+
+    Args:
+        obj: a picklable object (on the other processes, any placeholder such as None).
+        src: the global rank whose ``obj`` is sent.
+
+    Returns:
+        ``src``'s ``obj``; with one process, ``obj`` itself.
+
+    Example:
+        >>> broadcast_object({"checkpoint": "out/checkpoint-10"})  # one process: returned as is
+        {'checkpoint': 'out/checkpoint-10'}
     """
     if not _active():
         return obj

@@ -27,39 +27,87 @@ __all__ = [
 
 
 class TrainkitError(Exception):
-    """Base class of every error trainkit raises deliberately."""
+    """Base class of every error trainkit raises deliberately.
+
+    Example:
+        >>> try:
+        ...     raise CheckpointError("checkpoint-3/manifest.json is missing")
+        ... except TrainkitError as error:
+        ...     type(error).__name__
+        'CheckpointError'
+    """
 
 
 class ConfigError(TrainkitError, ValueError):
-    """An argument or option has a value trainkit cannot use."""
+    """An argument or option has a value trainkit cannot use.
+
+    Example:
+        >>> issubclass(ConfigError, TrainkitError), issubclass(ConfigError, ValueError)
+        (True, True)
+    """
 
 
 class UnsupportedOptionError(ConfigError):
-    """An option exists (e.g. in ``transformers.TrainingArguments``) but trainkit does not support it."""
+    """An option exists (e.g. in ``transformers.TrainingArguments``) but trainkit does not support it.
+
+    Example:
+        >>> issubclass(UnsupportedOptionError, ConfigError), issubclass(UnsupportedOptionError, ValueError)
+        (True, True)
+    """
 
 
 class StaleStateError(TrainkitError, RuntimeError):
-    """A :class:`~trainkit.TrainState` was used after a step consumed it (see the donation contract)."""
+    """A :class:`~trainkit.TrainState` was used after a step consumed it (see the donation contract).
+
+    Example:
+        >>> issubclass(StaleStateError, TrainkitError), issubclass(StaleStateError, RuntimeError)
+        (True, True)
+    """
 
 
 class NonFiniteError(TrainkitError, FloatingPointError):
-    """A loss or gradient norm was NaN or infinite; the parameters were left unchanged."""
+    """A loss or gradient norm was NaN or infinite; the parameters were left unchanged.
+
+    Example:
+        >>> issubclass(NonFiniteError, TrainkitError), issubclass(NonFiniteError, FloatingPointError)
+        (True, True)
+    """
 
 
 class CheckpointError(TrainkitError, OSError):
-    """A checkpoint is missing, incomplete, corrupted or does not match the model."""
+    """A checkpoint is missing, incomplete, corrupted or does not match the model.
+
+    Example:
+        >>> issubclass(CheckpointError, TrainkitError), issubclass(CheckpointError, OSError)
+        (True, True)
+    """
 
 
 class MissingDependencyError(TrainkitError, ImportError):
-    """An optional package a feature needs is not installed; the message names the pip command."""
+    """An optional package a feature needs is not installed; the message names the pip command.
+
+    Example:
+        >>> issubclass(MissingDependencyError, TrainkitError), issubclass(MissingDependencyError, ImportError)
+        (True, True)
+    """
 
 
 class TrainkitWarning(UserWarning):
-    """Base class of the warnings trainkit issues (never a substitute for an error)."""
+    """Base class of the warnings trainkit issues (never a substitute for an error).
+
+    Example:
+        >>> issubclass(TrainkitWarning, UserWarning), issubclass(TrainkitWarning, TrainkitError)
+        (True, False)
+    """
 
 
 class CheckpointWarning(TrainkitWarning):
-    """A checkpoint was skipped because it failed verification; the message names the file."""
+    """A checkpoint was skipped because it failed verification; the message names the file.
+
+    Example:
+        >>> issubclass(CheckpointWarning, TrainkitWarning), issubclass(CheckpointWarning, UserWarning)
+        (True, True)
+    """
 
 
 def closest_names(value: str, known: Iterable[str], *, n: int = 3) -> list[str]:

@@ -81,8 +81,29 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | Any, output_dir: str
     Under torchrun, rank 0 decides and every process gets its answer (or raises its error), so
     all load the same checkpoint even while files change.
 
+    Args:
+        resume_from_checkpoint: ``True``, or the path of a checkpoint folder.
+        output_dir: the run's folder, searched when ``resume_from_checkpoint`` is ``True``.
+        latest: ``output_dir -> folder or None``, e.g. :func:`~trainkit.checkpoint.latest_checkpoint`.
+
+    Returns:
+        The checkpoint folder, the same on every process.
+
     Raises:
         CheckpointError: ``True`` with no valid checkpoint, or a path that is not a folder.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from trainkit.checkpoint import latest_checkpoint, write_checkpoint
+        >>> out = tempfile.mkdtemp()
+        >>> resolve_checkpoint(True, out, latest_checkpoint)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        trainkit.errors.CheckpointError: resume_from_checkpoint=True: no valid checkpoint-N folder in '...'. ...
+        >>> path = write_checkpoint(out, 3, model=torch.nn.Linear(2, 1))
+        >>> resolve_checkpoint(True, out, latest_checkpoint) == path
+        True
+        >>> resolve_checkpoint(str(path), out, latest_checkpoint) == path
+        True
     """
     from trainkit.distributed import broadcast_object, rank
 
@@ -115,7 +136,21 @@ def _resolve(resume_from_checkpoint: str | bool | Any, output_dir: str | Path, l
 
 
 class SigtermFlag:
-    """Set when SIGTERM arrived; a training loop checks ``requested`` after each step."""
+    """Set when SIGTERM arrived; a training loop checks ``requested`` after each step.
+
+    :func:`stop_on_sigterm` makes one and sets it from its signal handler.
+
+    Attributes:
+        requested: whether SIGTERM arrived (False until then).
+
+    Example:
+        >>> flag = SigtermFlag()
+        >>> flag.requested
+        False
+        >>> flag.requested = True  # what stop_on_sigterm's handler does on SIGTERM
+        >>> "stop after this step" if flag.requested else "continue"
+        'stop after this step'
+    """
 
     def __init__(self) -> None:
         self.requested = False

@@ -19,6 +19,25 @@ Differences, all where HF would fail: arguments are checked up front (:class:`Co
 step instead of dividing by zero. The metric-driven ``reduce_lr_on_plateau`` and ``greedy`` have
 state; only :func:`make_scheduler` builds them. Importing this module imports neither torch nor
 transformers; :func:`make_scheduler` imports torch, and transformers for ``greedy`` only.
+
+Example:
+    >>> for name in SCHEDULE_NAMES:
+    ...     print(name)
+    linear
+    cosine
+    cosine_with_restarts
+    polynomial
+    constant
+    constant_with_warmup
+    inverse_sqrt
+    cosine_with_min_lr
+    cosine_warmup_with_min_lr
+    warmup_stable_decay
+    >>> "reduce_lr_on_plateau" in SCHEDULE_NAMES  # stateful: only make_scheduler builds it
+    False
+    >>> schedule = make_schedule("constant_with_warmup", num_warmup_steps=4)  # a Schedule
+    >>> [schedule(step) for step in range(6)]
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
 """
 
 from __future__ import annotations
@@ -42,6 +61,11 @@ if TYPE_CHECKING:
 __all__ = ["Schedule", "SCHEDULE_NAMES", "make_schedule", "make_scheduler"]
 
 Schedule = Callable[[int], float]
+"""A learning-rate schedule: a pure, picklable function ``step -> multiplier`` of the base learning rate.
+
+The step is the number of optimizer updates already applied (0-based); :func:`make_schedule`
+returns one, and :func:`~trainkit.init_state` takes one as ``schedule``.
+"""
 
 # name -> scheduler-specific keyword arguments it takes (HF's names; ``lr_init`` is the optimizer's lr).
 _TAKES: dict[str, tuple[str, ...]] = {
@@ -58,6 +82,9 @@ _TAKES: dict[str, tuple[str, ...]] = {
                             "num_cycles"),
 }
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_TAKES)
+"""The names :func:`make_schedule` accepts: every ``transformers`` ``lr_scheduler_type`` that is a
+function of the step (the module docstring lists them). The stateful ``reduce_lr_on_plateau`` and
+``greedy`` are not among them; :func:`make_scheduler` takes those too."""
 _NEEDS_TOTAL = frozenset(SCHEDULE_NAMES) - {"constant", "constant_with_warmup", "inverse_sqrt", "warmup_stable_decay"}
 _STATEFUL = ("reduce_lr_on_plateau", "greedy")
 _SHAPES = ("linear", "cosine", "1-sqrt")

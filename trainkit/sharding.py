@@ -112,6 +112,33 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tup
     ``model.state_dict()``, and the optimizer state numbered as the unsharded
     ``optimizer.state_dict()`` (parameters in the order of the optimizer's groups); the other
     processes receive empty dicts.
+
+    Without a process group it also accepts an unsharded model, and then returns what
+    ``model.state_dict()`` and ``optimizer.state_dict()`` would (the weights detached, sharing the
+    parameters' storage when they are on the CPU). Caution: torch's ``get_optimizer_state_dict``
+    first initialises the state of an optimizer that has not stepped yet, with a step at
+    learning rate 0 on zero gradients, so ``optimizer`` is changed (an Adam's step counter
+    becomes 1) when this is called before the first update.
+
+    Args:
+        model: the model, sharded with :func:`shard_model` (or, in one process, unsharded).
+        optimizer: its optimizer, or None.
+
+    Returns:
+        ``(weights, optimizer_state)``: ``optimizer_state`` is None without an optimizer.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> model(torch.ones(3, 2)).sum().backward()
+        >>> opt.step()
+        >>> weights, opt_state = full_state(model, opt)  # one process, unsharded model
+        >>> sorted(weights), torch.equal(weights["weight"], model.weight)
+        (['bias', 'weight'], True)
+        >>> opt_state["param_groups"][0]["params"], opt_state["state"][1]["momentum_buffer"]
+        ([0, 1], tensor([3.]))
+        >>> full_state(model, None)[1] is None
+        True
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
@@ -136,7 +163,30 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tup
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, weights: dict[str, Any],
                     optimizer_state: dict[str, Any] | None) -> None:
     """Scatter a one-process state (as :func:`full_state` returns, or a checkpoint's files) into a sharded
-    model and its optimizer. A collective: every process calls it with the same full dicts."""
+    model and its optimizer. A collective: every process calls it with the same full dicts.
+
+    Without a process group it also loads into an unsharded model and its optimizer, as
+    ``load_state_dict`` would.
+
+    Args:
+        model: the model, sharded with :func:`shard_model` (or, in one process, unsharded).
+        optimizer: its optimizer, or None to load the weights only.
+        weights: the full ``model.state_dict()`` of an unsharded model (not modified).
+        optimizer_state: the full ``optimizer.state_dict()`` (parameters numbered in the order of
+            the optimizer's groups), or None to load the weights only.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> model(torch.ones(3, 2)).sum().backward()
+        >>> opt.step()
+        >>> weights, opt_state = full_state(model, opt)
+        >>> other = torch.nn.Linear(2, 1)
+        >>> other_opt = torch.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+        >>> load_full_state(other, other_opt, weights, opt_state)  # one process, unsharded model
+        >>> torch.equal(other.weight, model.weight), other_opt.state_dict()["state"][1]["momentum_buffer"]
+        (True, tensor([3.]))
+    """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True)

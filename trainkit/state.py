@@ -37,6 +37,7 @@ __all__ = ["Progress", "TrainState", "init_state", "fork", "Precision"]
 
 Schedule = Callable[[int], float]
 Precision = Literal["no", "bf16", "fp16"]
+"""The mixed-precision modes: ``"no"`` (float32), ``"bf16"`` (bfloat16 autocast) or ``"fp16"`` (float16 autocast and a grad scaler)."""
 _PRECISIONS = ("no", "bf16", "fp16")
 
 
@@ -136,6 +137,28 @@ class TrainState:
         scaler: the ``torch.amp.GradScaler`` for fp16, else ``None`` (donated).
         lr_scheduler: an opaque torch LR scheduler (e.g. ``ReduceLROnPlateau``) or ``None`` (donated).
         create_graph: whether backward must build a graph of the gradients (Adahessian).
+
+    Example:
+        >>> import attrs, torch
+        >>> from trainkit import train_step
+        >>> model = torch.nn.Linear(3, 1)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1), seed=0)
+        >>> state.step, state.base_lrs, state.precision, state.is_live
+        (0, (0.1,), 'no', True)
+        >>> state.replace(seed=1).seed, state.model is model
+        (1, True)
+        >>> try:
+        ...     state.seed = 1
+        ... except attrs.exceptions.FrozenInstanceError:
+        ...     print("frozen")
+        frozen
+        >>> loss_fn = lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1])
+        >>> new, _ = train_step(state, (torch.ones(4, 3), torch.zeros(4, 1)), loss_fn=loss_fn)
+        >>> new.step, new.is_live, state.is_live
+        (1, True, False)
+        >>> state.model  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        trainkit.errors.StaleStateError: TrainState.model was read from a state that train_step already consumed ...
     """
 
     progress: Progress
