@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainkit.errors import CheckpointError, ConfigError, TrainkitError
+from trainkit.errors import CheckpointError, ConfigError
 
 __all__ = ["data_fingerprint", "check_fingerprint", "resolve_checkpoint", "SigtermFlag", "stop_on_sigterm"]
 
@@ -109,10 +109,10 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | Any, output_dir: str
 
     try:
         found: Any = _resolve(resume_from_checkpoint, output_dir, latest) if rank() == 0 else None
-    except TrainkitError as error:
+    except Exception as error:  # noqa: BLE001 - any error on rank 0 must reach every process, or they wait forever
         found = error
     found = broadcast_object(found)
-    if isinstance(found, TrainkitError):
+    if isinstance(found, Exception):
         raise found
     return found
 

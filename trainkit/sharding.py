@@ -146,6 +146,13 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tup
     weights = get_model_state_dict(model, options=options)
     if optimizer is None:
         return weights, None
+    if not optimizer.state:  # not stepped yet: torch's getter would take a zero-lr step to create the state
+        groups, start = [], 0
+        for group in optimizer.param_groups:
+            size = len(group["params"])
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": list(range(start, start + size))})
+            start += size
+        return weights, {"state": {}, "param_groups": groups}
     named = get_optimizer_state_dict(model, optimizer, options=options)
     if not named:
         return weights, {}
