@@ -8,7 +8,11 @@ Select one with ``HYPOTHESIS_PROFILE=dev``.
 from __future__ import annotations
 
 import os
+import runpy
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -30,3 +34,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Tiny models run fastest on one thread, and the 2-core CI machine runs nothing else.
 torch.set_num_threads(1)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def run_example(tmp_path, monkeypatch):
+    """Run an example script in a fresh working directory, as `python examples/<name>.py` would."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setattr(sys, "argv", ["example"])
+
+    def run(name: str) -> dict:
+        return runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+
+    return run

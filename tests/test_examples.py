@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import runpy
 import sys
-from pathlib import Path
 
-import pytest
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture
-def run_example(tmp_path, monkeypatch):
-    """Run an example script in a fresh working directory, as `python examples/<name>.py` would."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    monkeypatch.setattr(sys, "argv", ["example"])
-
-    def run(name: str) -> dict:
-        return runpy.run_path(str(EXAMPLES / name), run_name="__main__")
-
-    return run
+from tests.conftest import EXAMPLES
 
 
 def test_functional_loop_learns(run_example, capsys):

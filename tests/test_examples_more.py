@@ -4,7 +4,6 @@ a causal LM, an exact resume and property tests of a step."""
 from __future__ import annotations
 
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,20 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture
-def run_example(tmp_path, monkeypatch):
-    """Run an example script in a fresh working directory, as `python examples/<name>.py` would."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    monkeypatch.setattr(sys, "argv", ["example"])
-
-    def run(name: str) -> dict:
-        return runpy.run_path(str(EXAMPLES / name), run_name="__main__")
-
-    return run
+from tests.conftest import EXAMPLES
 
 
 def test_custom_metrics(run_example, tmp_path, capsys):
