@@ -23,7 +23,7 @@ It prints the majority-class baseline and the accuracy after each epoch, saves t
 does so and classifies two new reviews), and writes ``training.png`` there: loss, learning rate
 and accuracy against the step. It shows a progress bar on a terminal.
 
-    python examples/text_classification.py [--epochs 2] [--train-size 960] [--output text_classification_output]
+    python examples/text_classification.py [--epochs 2] [--train-size 640] [--output text_classification_output]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default=None, help="a Hub name or a folder (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--dataset", default="generated", choices=["generated", "imdb"])
     parser.add_argument("--epochs", type=float, default=2)
-    parser.add_argument("--train-size", type=int, default=960, help="generated reviews to train on")
+    parser.add_argument("--train-size", type=int, default=640, help="generated reviews to train on")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 32 (generated), 16 (imdb)")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-4 (generated), 2e-5 (imdb)")
     parser.add_argument("--output", default="text_classification_output")
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = trainer.evaluate()  # the best checkpoint's model (load_best_model_at_end)
     trainer.save_model(options.output)
     figure = plot_log_history(trainer.state.log_history, os.path.join(options.output, "training.png"),
-                              title=f"{os.path.basename(checkpoint.rstrip('/'))} on {options.dataset} reviews")
+                              title=f"{options.model or 'all-MiniLM-L6-v2'} on {options.dataset} reviews")
 
     # The saved folder is a transformers model: load it back and classify two new reviews.
     loaded = AutoModelForSequenceClassification.from_pretrained(options.output)
