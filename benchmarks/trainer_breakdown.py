@@ -91,7 +91,9 @@ def _install() -> None:
 
         trainer_cls._fire = fire_wrapper
     _wrap(trainer_cls, "floating_point_ops", "Trainer.floating_point_ops")
-    _wrap(getattr(tk_trainer, "_LossTracker", None), "add", "_LossTracker.add")
+    import trainkit.logging as tk_logging
+
+    _wrap(getattr(tk_logging, "LossTracker", None), "add", "LossTracker.add")
     _wrap(trainer_cls, "_maybe_log_evaluate_save", "Trainer._maybe_log_evaluate_save")
     _wrap(tk_callbacks.FlowCallback, "on_step_end", "FlowCallback.on_step_end (cadence)")
     _wrap(torch.optim.lr_scheduler.LambdaLR, "step", "  LambdaLR.step (the Trainer's scheduler)")
@@ -119,7 +121,6 @@ def _install() -> None:
 
 
 def run(workload_name: str, steps: int, warmup: int) -> dict[str, list[float]]:
-    import transformers
     from transformers import TrainerCallback
 
     import trainkit
@@ -129,9 +130,9 @@ def run(workload_name: str, steps: int, warmup: int) -> dict[str, list[float]]:
     rows: dict[str, list[float]] = collections.defaultdict(list)
     raw_model, dataset = compare._build(workload, total, dropout=True)
     batches = compare._loop_batches(workload, dataset)
-    raw = compare._raw_stepper(raw_model, compare._linear_schedule(total))
+    raw = compare._raw_stepper(raw_model, compare._linear_schedule(total), workload)
     fn_model, _ = compare._build(workload, total, dropout=True)
-    functional = compare._functional_stepper(fn_model, compare._linear_schedule(total))
+    functional = compare._functional_stepper(fn_model, compare._linear_schedule(total), workload)
 
     class References(TrainerCallback):
         def __init__(self) -> None:
@@ -157,12 +158,9 @@ def run(workload_name: str, steps: int, warmup: int) -> dict[str, list[float]]:
     _install()
     model, train_dataset = compare._build(workload, total, dropout=True)
     with tempfile.TemporaryDirectory(prefix="trainkit-breakdown-") as tmp:
-        args = transformers.TrainingArguments(
-            output_dir=tmp, optim="adamw_torch", learning_rate=compare.LR, per_device_train_batch_size=workload.batch_size,
-            max_steps=total, logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
-            seed=compare.SEED, dataloader_pin_memory=False,
-        )
-        trainkit.Trainer(model=model, args=args, train_dataset=train_dataset, callbacks=[References()]).train()
+        args = compare.training_arguments(workload, tmp, total)  # compare.py's arguments (CPU: adamw_torch, use_cpu)
+        trainkit.Trainer(model=model, args=args, train_dataset=train_dataset, data_collator=workload.collator,
+                         callbacks=[References()]).train()
     # Rows are for Trainer steps 2..total (the cycle needs a previous step end); references for 1..total.
     for name in ("raw", "functional"):
         rows[f"{name} step (reference)"] = rows[f"{name} step (reference)"][1:]
@@ -177,7 +175,7 @@ def report(rows: dict[str, list[float]], warmup: int) -> None:
     step_incl = get("train_step (incl. hooks)")
     step_excl = diff(step_incl, get("  hooks fired inside train_step"))
     outside = ["next batch (DataLoader + collation)", "fire on_step_begin", "Trainer.floating_point_ops",
-               "_LossTracker.add", "Trainer._maybe_log_evaluate_save", "FlowCallback.on_step_end (cadence)"]
+               "LossTracker.add", "Trainer._maybe_log_evaluate_save", "FlowCallback.on_step_end (cadence)"]
     residual = cycle
     for key in ["train_step (incl. hooks)", *outside]:
         residual = diff(residual, get(key))
@@ -208,7 +206,7 @@ def report(rows: dict[str, list[float]], warmup: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", choices=sorted(compare.WORKLOADS), default="tiny-bert")
+    parser.add_argument("--workload", choices=sorted(n for n, w in compare.WORKLOADS.items() if w.kind == "train"), default="tiny-bert")
     parser.add_argument("--steps", type=int, default=250, help="measured steps (default 250)")
     parser.add_argument("--warmup", type=int, default=20, help="steps left out of the medians (default 20)")
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL/torch threads (default 1)")
