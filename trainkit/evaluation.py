@@ -61,6 +61,16 @@ class EvalResult:
             Python numbers), ``{prefix}_runtime``, ``{prefix}_samples_per_second`` and
             ``{prefix}_steps_per_second``.
         num_samples: the number of examples evaluated (the sum of the batch sizes).
+
+    Example:
+        >>> import torch
+        >>> from trainkit import init_state
+        >>> model = torch.nn.Linear(3, 2)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        >>> batches = [(torch.ones(4, 3), torch.zeros(4, dtype=torch.long))] * 2
+        >>> result = evaluate(state, batches, loss_fn=lambda m, b: (torch.nn.functional.cross_entropy(m(b[0]), b[1]), m(b[0])))
+        >>> result.predictions.shape, result.num_samples, "eval_loss" in result.metrics
+        ((8, 2), 8, True)
     """
 
     predictions: Any

@@ -38,6 +38,15 @@ class LossTracker:
     """transformers' loss bookkeeping: the mean window loss since the last log, and the running total.
 
     Plain floats: train_step has already synchronised to check the loss, so reading it is free.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> import torch
+        >>> tracker = LossTracker(nan_filter=True)
+        >>> for loss in (1.0, float("nan"), 3.0):
+        ...     tracker.add(SimpleNamespace(loss=torch.tensor(loss), grad_norm=torch.tensor(0.5), lr=0.1))
+        >>> tracker.flush()  # as transformers: the NaN counts as the running sum over 1 + the steps so far
+        {'loss': 1.5, 'grad_norm': 0.5, 'learning_rate': 0.1}
     """
 
     def __init__(self, *, nan_filter: bool) -> None:
@@ -77,7 +86,18 @@ class LossTracker:
 
 class ProgressBars(ProgressCallback):
     """transformers' progress bars (training, and evaluation when the loader has a length), with the
-    running loss and learning rate shown on the training bar at every log."""
+    running loss and learning rate shown on the training bar at every log.
+
+    Example:
+        >>> import io
+        >>> from transformers import TrainerControl, TrainerState
+        >>> bars, state = ProgressBars(), TrainerState(max_steps=10, is_world_process_zero=True)
+        >>> bars.training_bar = __import__("tqdm").tqdm(total=10, file=io.StringIO())
+        >>> bars.on_log(None, state, TrainerControl(), logs={"loss": 0.5, "learning_rate": 1e-3})  # also written out
+        {'loss': '0.5', 'learning_rate': '0.001'}
+        >>> bars.training_bar.postfix
+        'loss=0.5, lr=0.001'
+    """
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
@@ -89,7 +109,13 @@ class ProgressBars(ProgressCallback):
 
 
 def show_progress_bars(disable_tqdm: bool | None, stream: Any = None) -> bool:
-    """Bars unless ``disable_tqdm``, and only on a terminal: in a log file a bar is noise (logs are printed)."""
+    """Bars unless ``disable_tqdm``, and only on a terminal: in a log file a bar is noise (logs are printed).
+
+    Example:
+        >>> import io
+        >>> show_progress_bars(False, io.StringIO()), show_progress_bars(True, io.StringIO())
+        (False, False)
+    """
     stream = sys.stderr if stream is None else stream
     return not disable_tqdm and bool(getattr(stream, "isatty", lambda: False)())
 
@@ -116,7 +142,17 @@ class _LogWriter(TrainerCallback):
 
 class JsonlLogger(_LogWriter):
     """``report_to="jsonl"``: one JSON object per log in ``output_dir/log.jsonl`` (a fresh run starts the
-    file anew, a resumed one appends)."""
+    file anew, a resumed one appends).
+
+    Example:
+        >>> import json, tempfile
+        >>> from types import SimpleNamespace
+        >>> from transformers import TrainerControl, TrainerState
+        >>> args, state = SimpleNamespace(output_dir=tempfile.mkdtemp()), TrainerState(global_step=3, epoch=0.5)
+        >>> JsonlLogger().on_log(args, state, TrainerControl(), logs={"loss": 0.25})
+        >>> json.loads(open(args.output_dir + "/log.jsonl").read())
+        {'step': 3, 'epoch': 0.5, 'loss': 0.25}
+    """
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         super().on_train_begin(args, state, control, **kwargs)
@@ -170,6 +206,10 @@ def integration_callbacks(report_to: list[str], *, logging_dir: str | None = Non
                           items_seen: Callable[[], int] | None = None) -> list[Any]:
     """The callbacks for ``TrainingArguments.report_to``: trainkit's for "jsonl" and "tensorboard",
     transformers' own for the other integrations it knows.
+
+    Example:
+        >>> [type(c).__name__ for c in integration_callbacks(["jsonl"])]
+        ['JsonlLogger']
 
     Raises:
         ConfigError: an integration no one knows (the message lists them), or tensorboard not installed.

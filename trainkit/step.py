@@ -57,6 +57,16 @@ class StepOutput:
         skipped: True if the update was not applied (non-finite values, or the fp16 grad
             scaler found an overflow); parameters and optimizer state are then unchanged.
         aux: what a ``loss_fn`` returned beside the loss, one entry per micro-batch, else None.
+
+    Example:
+        >>> import torch
+        >>> from trainkit import init_state, train_step
+        >>> model = torch.nn.Linear(3, 1)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1), seed=0)
+        >>> batch = (torch.ones(4, 3), torch.zeros(4, 1))
+        >>> _, out = train_step(state, batch, loss_fn=lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]))
+        >>> out.num_samples, out.skipped, out.lrs
+        (4, False, (0.1,))
     """
 
     loss: torch.Tensor
@@ -106,6 +116,15 @@ class EvalOutput:
         loss: the batch's mean loss (a 0-d tensor), or None when the batch has no labels.
         logits: the model's outputs other than the loss: one tensor, or a tuple of them.
         labels: the batch's labels (a tensor, a tuple for several label names), or None.
+
+    Example:
+        >>> import torch
+        >>> from trainkit import init_state, eval_step
+        >>> model = torch.nn.Linear(3, 2)
+        >>> state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        >>> out = eval_step(state, (torch.ones(4, 3),), loss_fn=lambda m, b: (m(b[0]).mean(), m(b[0])))
+        >>> out.loss.shape, tuple(out.logits.shape), out.labels
+        (torch.Size([]), (4, 2), None)
     """
 
     loss: torch.Tensor | None
