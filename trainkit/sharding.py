@@ -115,10 +115,8 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tup
 
     Without a process group it also accepts an unsharded model, and then returns what
     ``model.state_dict()`` and ``optimizer.state_dict()`` would (the weights detached, sharing the
-    parameters' storage when they are on the CPU). Caution: torch's ``get_optimizer_state_dict``
-    first initialises the state of an optimizer that has not stepped yet, with a step at
-    learning rate 0 on zero gradients, so ``optimizer`` is changed (an Adam's step counter
-    becomes 1) when this is called before the first update.
+    parameters' storage when they are on the CPU). An optimizer that has not stepped yet gives
+    an empty state and is left untouched (torch's getter would initialise it with a step).
 
     Args:
         model: the model, sharded with :func:`shard_model` (or, in one process, unsharded).
@@ -147,24 +145,25 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tup
     if optimizer is None:
         return weights, None
     if not optimizer.state:  # not stepped yet: torch's getter would take a zero-lr step to create the state
-        groups, start = [], 0
-        for group in optimizer.param_groups:
-            size = len(group["params"])
-            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": list(range(start, start + size))})
-            start += size
-        return weights, {"state": {}, "param_groups": groups}
+        return weights, {"state": {}, "param_groups": _numbered(optimizer.param_groups, optimizer)}
     named = get_optimizer_state_dict(model, optimizer, options=options)
     if not named:
         return weights, {}
     names = _names_by_parameter(model)
     order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
     index = {name: i for i, name in enumerate(order)}
-    groups, start = [], 0
-    for saved, group in zip(named["param_groups"], optimizer.param_groups):
+    return weights, {"state": {index[name]: value for name, value in named["state"].items()},
+                     "param_groups": _numbered(named["param_groups"], optimizer)}
+
+
+def _numbered(groups: list[dict[str, Any]], optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """``groups``' options with their parameters numbered as ``optimizer.state_dict()`` numbers them."""
+    out, start = [], 0
+    for saved, group in zip(groups, optimizer.param_groups):
         size = len(group["params"])
-        groups.append({**{k: v for k, v in saved.items() if k != "params"}, "params": list(range(start, start + size))})
+        out.append({**{k: v for k, v in saved.items() if k != "params"}, "params": list(range(start, start + size))})
         start += size
-    return weights, {"state": {index[name]: value for name, value in named["state"].items()}, "param_groups": groups}
+    return out
 
 
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, weights: dict[str, Any],
