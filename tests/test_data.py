@@ -477,7 +477,7 @@ def test_errors_name_the_argument_or_column(bert_trainer, tokenizer):
 
 def test_worker_options_reach_the_dataloader(monkeypatch):
     """dataloader_persistent_workers and dataloader_prefetch_factor are passed to torch's DataLoader (with workers),
-    never dropped; without workers torch forbids them, and they are left out."""
+    never dropped; without workers torch forbids them: batches are then loaded in-process, with no DataLoader."""
     from transformers import default_data_collator
 
     from trainkit import data as tkdata
@@ -497,5 +497,7 @@ def test_worker_options_reach_the_dataloader(monkeypatch):
     order = tkdata.data_order(0, 0, 8).tolist()
     assert [b["labels"].tolist() for b in batches] == [order[:4], order[4:]]
     assert seen[-1]["persistent_workers"] is True and seen[-1]["prefetch_factor"] == 3 and seen[-1]["num_workers"] == 1
-    tkdata.eval_batches(rows, batch_size=4, collator=default_data_collator, persistent_workers=True)
-    assert "persistent_workers" not in seen[-1] and seen[-1]["num_workers"] == 0
+    built = len(seen)
+    in_process = tkdata.eval_batches(rows, batch_size=4, collator=default_data_collator, persistent_workers=True)
+    assert [b["labels"].tolist() for b in in_process] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert len(seen) == built  # no DataLoader (and so no worker option) without workers

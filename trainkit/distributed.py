@@ -399,7 +399,9 @@ def _local_module(model: Any) -> Any:
 
 def _ddp_group(model: Any) -> Any:
     """The process group a DDP-wrapped or FSDP-sharded ``model`` averages gradients over; None otherwise."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile(DDP(model))
+    # torch.compile(DDP(model)) registers the wrapped module as the child "_orig_mod" (read from the
+    # children dict: getattr on a plain module that lacks it raises inside nn.Module, a slow path every step).
+    model = model._modules.get("_orig_mod", model) if isinstance(model, nn.Module) else model
     if isinstance(model, nn.parallel.DistributedDataParallel):
         return model.process_group
     if is_sharded(model) and _active():

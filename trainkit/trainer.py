@@ -136,7 +136,7 @@ class Trainer:
         self.state = TrainerState(**self._process_flags())
         self.control = TrainerControl()
         self._train_state: TrainState | None = None
-        self._flop_params: int | None = None
+        self._flop_params: tuple[str, int] | None = None  # (main input name, non-embedding parameters)
         self._current_flos = 0.0  # this process's flos since they were last added to state.total_flos
         self._losses = LossTracker(nan_filter=self.args.logging_nan_inf_filter)
         self._sigterm = SigtermFlag()
@@ -262,11 +262,13 @@ class Trainer:
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """transformers' estimate for one forward and backward: 6 × input tokens × non-embedding parameters."""
-        main = getattr(self.model, "main_input_name", "input_ids")
-        if isinstance(inputs, Mapping) and main in inputs and hasattr(self.model, "num_parameters"):
-            if self._flop_params is None:  # the count walks every parameter: once per run, not per batch
-                self._flop_params = self.model.num_parameters(exclude_embeddings=True)
-            return 6 * inputs[main].numel() * self._flop_params
+        if self._flop_params is None:  # the count walks every parameter: once per run, not per batch
+            model = self.model
+            self._flop_params = (getattr(model, "main_input_name", "input_ids"),
+                                 model.num_parameters(exclude_embeddings=True) if hasattr(model, "num_parameters") else 0)
+        main, params = self._flop_params
+        if params and isinstance(inputs, Mapping) and main in inputs:
+            return 6 * inputs[main].numel() * params
         return 0
 
     def _loss_options(self) -> dict[str, Any]:
