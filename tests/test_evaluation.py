@@ -158,6 +158,40 @@ def test_order_loss_weighting_and_purity(seed, n, data):
     assert model.training
 
 
+
+@settings(max_examples=15)
+@given(seed=seeds, n=st.integers(1, 14), size=st.integers(1, 4), merge_bytes=st.integers(1, 3000))
+def test_merging_batches_into_chunks_changes_nothing(seed, n, size, merge_bytes):
+    """Property: evaluation merges batches into chunks as they come (to bound memory); for any
+    chunk size, including one chunk per batch, the predictions (a nested tuple with dim 1 ragged
+    across batches), label_ids, inputs, per-sample losses and metrics equal those of gathering
+    every batch to the end, bit for bit."""
+    import trainkit.evaluation as ev
+
+    model = tiny_bert()
+    model.config.output_hidden_states = True  # logits and a tuple of (batch, length, 32) states
+    batches = _batches(_rows(seed, n, tokens=False), size)
+    seen = []
+
+    def capture(p):
+        seen.append(p)
+        return {"accuracy": float((p.predictions[0].argmax(-1) == p.label_ids).mean())}
+
+    results = []
+    for chunk in (1 << 40, merge_bytes):  # never merge, then merge every `merge_bytes`
+        ev._MERGE_BYTES, saved = chunk, ev._MERGE_BYTES
+        try:
+            results.append(evaluate(_state(model), batches, compute_metrics=capture, include_for_metrics=("inputs", "loss")))
+        finally:
+            ev._MERGE_BYTES = saved
+    (whole, merged), (p_whole, p_merged) = results, seen
+    _assert_same_nested(merged.predictions, whole.predictions)
+    _assert_same_nested(merged.label_ids, whole.label_ids)
+    _assert_same_nested(p_merged.inputs, p_whole.inputs)
+    _assert_same_nested(p_merged.losses, p_whole.losses)
+    assert _keys(merged.metrics) == _keys(whole.metrics)
+    assert all(merged.metrics[k] == whole.metrics[k] for k in _keys(whole.metrics))
+
 class Tagger(nn.Module):
     """A tiny token tagger: (batch, length, 4) logits, mean token loss."""
 

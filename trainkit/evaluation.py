@@ -158,6 +158,9 @@ def evaluate(
     num_samples = num_batches = 0
     if gather is None:
         gather = world_size() > 1
+    # Without gathering, batches are merged into ~64 MiB chunks as they come (see _merge_records): the
+    # small per-batch arrays then reuse the same heap space, and the result never coexists with them.
+    merge, first_unmerged, unmerged_bytes = concat_batches and not gather, 0, 0
     lockstep = gather and is_sharded(model)  # a sharded forward is a collective: every process runs as many
     for index, (batch, real) in enumerate(_in_lockstep(batches) if lockstep else ((b, True) for b in batches)):
         if not real:  # this process is out of batches: repeat its last one with the others, output discarded
@@ -175,7 +178,7 @@ def evaluate(
         # transformers keeps a loss only for batches with labels (or with no label names at all).
         loss = pred = label = inputs = None
         if out.loss is not None and (loss_fn is not None or labels is not None or not label_names):
-            loss = np.atleast_1d(_numpify(out.loss, "the loss"))
+            loss = np.repeat(np.atleast_1d(_numpify(out.loss, "the loss")), size)  # transformers' loss.repeat(batch_size)
         if not prediction_loss_only:
             if out.logits is not None:
                 logits = out.logits
@@ -188,6 +191,11 @@ def evaluate(
             if "inputs" in include:
                 inputs = _numpify(_main_input(batch, main_input), "inputs")
         records.append((size, loss, pred, label, inputs))
+        if merge:
+            unmerged_bytes += sum(_nbytes(part) for part in (pred, label, inputs))
+            if unmerged_bytes >= _MERGE_BYTES:
+                _merge_records(records, first_unmerged)
+                first_unmerged, unmerged_bytes = len(records), 0
         if on_batch is not None:
             on_batch(index, out)
         del out, labels  # free this batch's device tensors before the next forward
@@ -198,14 +206,12 @@ def evaluate(
             "evaluate: `batches` yielded no batch; expected at least one. Check that the dataset is "
             "not empty and that the DataLoader does not drop its only (incomplete) batch."
         )
-    losses = [(r[1], r[0]) for r in records if r[1] is not None]
-    preds, labels_parts, inputs_parts = ([r[i] for r in records if r[i] is not None] for i in (2, 3, 4))
+    per_sample, preds, labels_parts, inputs_parts = ([r[i] for r in records if r[i] is not None] for i in (1, 2, 3, 4))
     del records
     join = _concat if concat_batches else (lambda parts, where: list(parts))
     predictions = join(preds, "predictions") if preds else None
     label_ids = join(labels_parts, "label_ids") if labels_parts else None
     del preds, labels_parts  # the per-batch arrays; only the concatenated ones are kept
-    per_sample = [np.repeat(loss, n) for loss, n in losses]  # transformers' loss.repeat(batch_size)
     all_losses = np.concatenate(per_sample) if per_sample else None
 
     metrics: dict[str, Any] = {}
@@ -339,6 +345,39 @@ def _numpify(value: Any, where: str) -> Any:
     )
 
 
+_MERGE_BYTES = 64 << 20
+_GATHERED = ("predictions", "label_ids", "inputs")
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, Mapping):
+        return sum(map(_nbytes, value.values()))
+    return sum(map(_nbytes, value)) if isinstance(value, (list, tuple)) else 0
+
+
+def _merge_records(records: list[Any], start: int) -> None:
+    """Replace ``records[start:]`` by one record holding their concatenated parts, in place.
+
+    Why: glibc serves the ~MB per-batch arrays from its heap and keeps freed heap memory, while a
+    merged chunk (over its 32 MB mmap threshold) is its own mapping, returned to the system when
+    freed. Merging every ~64 MiB lets the next batches reuse the same heap space, and the final
+    concatenation frees each chunk as soon as it is copied, so the peak is the result plus one
+    chunk rather than the result plus every batch (measured: 2000 batches of 2 MB, see
+    benchmarks/README.md). Padding a chunk's dim 1 with -100 and padding again at the end equals
+    padding once.
+    """
+    tail = records[start:]
+    del records[start:]
+    size = sum(r[0] for r in tail)
+    columns = [[r[i] for r in tail if r[i] is not None] for i in range(1, 5)]
+    del tail  # the columns now hold the only references, which _concat lets go as it copies
+    losses = np.concatenate(columns[0]) if columns[0] else None
+    parts = [_concat(column, where) if column else None for column, where in zip(columns[1:], _GATHERED)]
+    records.append((size, losses, *parts))
+
+
 def _concat(parts: list[Any], where: str) -> Any:
     """Concatenate per-batch (nested) arrays on dim 0, padding dim 1 with -100 to the longest."""
     first = parts[0]
@@ -366,18 +405,19 @@ def _concat(parts: list[Any], where: str) -> Any:
             f"collator, or reduce the output in preprocess_logits_for_metrics."
         )
     rows, dtype = sum(len(a) for a in arrays), functools.reduce(np.promote_types, (a.dtype for a in arrays))
-    if ragged:
-        out = np.full((rows, max(a.shape[1] for a in arrays), *shape[2:]), PADDING_INDEX, dtype=dtype)
-    else:
-        out = np.empty((rows, *shape[1:]), dtype=dtype)
+    width = max(a.shape[1] for a in arrays) if ragged else None
+    # np.empty maps pages lazily: the result grows in memory only as each part is copied in (and
+    # padded), while the parts are let go one by one, so the two never coexist in full.
+    out = np.empty((rows, width, *shape[2:]) if ragged else (rows, *shape[1:]), dtype=dtype)
     row = 0
-    for i, a in enumerate(arrays):  # one preallocated array, each batch copied once, then let go:
+    for i, a in enumerate(arrays):
         if ragged:
             out[row : row + len(a), : a.shape[1]] = a
+            out[row : row + len(a), a.shape[1] :] = PADDING_INDEX
         else:
             out[row : row + len(a)] = a
         row += len(a)
-        arrays[i] = None  # the peak is the result plus one batch, not twice the set
+        arrays[i] = None
     return out
 
 
