@@ -13,6 +13,7 @@ from enum import Enum
 
 import attrs
 import pytest
+import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -157,7 +158,21 @@ def test_the_strategies_cover_every_supported_field():
 @given(opts=options())
 def test_trainkit_and_transformers_agree_on_every_supported_field(opts):
     """For any supported options: HF accepts them iff trainkit does; then ``from_hf(HF(**opts))`` equals
-    ``TrainingArguments(**opts)``, and each field equals HF's post-``__post_init__`` value (enums by value)."""
+    ``TrainingArguments(**opts)``, and each field equals HF's post-``__post_init__`` value (enums by value).
+    The documented exceptions (docs/errors.md): trainkit refuses at construction what HF lets fail later,
+    fp16 without a CUDA device and lr_scheduler_kwargs the schedule does not take."""
+    from trainkit.schedules import _TAKES
+
+    schedule = plain(opts.get("lr_scheduler_type", "linear"))
+    if opts.get("fp16") is True and opts.get("bf16") is not True and (opts.get("use_cpu") is True or not torch.cuda.is_available()):
+        with pytest.raises(ConfigError, match="fp16=True"):
+            TrainingArguments(output_dir=OUT, **opts)
+        return
+    kwargs = opts.get("lr_scheduler_kwargs")
+    if isinstance(kwargs, dict) and schedule in _TAKES and set(kwargs) - set(_TAKES[schedule]):
+        with pytest.raises(ConfigError, match="lr_scheduler_kwargs="):
+            TrainingArguments(output_dir=OUT, **opts)
+        return
     try:
         hf = HF(output_dir=OUT, **opts)
     except ValueError:
@@ -508,7 +523,7 @@ def test_transformers_callbacks_read_trainkit_arguments():
 
 
 def test_to_json_string_names_a_field_that_is_not_json():
-    tk = TrainingArguments(lr_scheduler_kwargs={"fn": print})
+    tk = TrainingArguments(lr_scheduler_type="cosine", lr_scheduler_kwargs={"num_cycles": print})
     with pytest.raises(ConfigError, match="lr_scheduler_kwargs="):
         tk.to_json_string()
 

@@ -102,3 +102,15 @@ def test_every_schedule_has_its_figure():
     missing = [n for n in trainkit.SCHEDULE_NAMES if not (DOCS / "img" / f"schedule-{n}.png").is_file()]
     assert not missing, f"run `python docs/gen_figures.py`: no figure for {missing}"
     assert all((DOCS / "img" / f"schedule-{n}.png").stat().st_size < 100_000 for n in trainkit.SCHEDULE_NAMES)
+
+
+def test_the_error_page_lists_every_catalogued_case_and_error_class():
+    """docs/errors.md names every case of tests/test_error_catalogue.py (by its id) and every error class."""
+    import trainkit.errors
+    from tests.test_error_catalogue import ALL
+
+    page = (DOCS / "errors.md").read_text()
+    missing = [case[0] for case in ALL if f"`{case[0]}`" not in page]
+    assert not missing, f"docs/errors.md does not list the cases {missing}"
+    classes = [n for n in trainkit.errors.__all__ if n.endswith("Error")]
+    assert not [n for n in classes if f"`{n}`" not in page]

@@ -721,7 +721,7 @@ def test_args_none_output_dir_equals_transformers(tmp_path, monkeypatch):
 def test_transformers_training_arguments_are_converted(tmp_path):
     """A transformers.TrainingArguments becomes trainkit's TrainingArguments with the same values."""
     hf_args = _hf_args(tmp_path, learning_rate=3e-3, gradient_accumulation_steps=3, eval_strategy="epoch", weight_decay=0.1)
-    trainer = TK(model=mlp(dtype=torch.float32), args=hf_args)
+    trainer = TK(model=mlp(dtype=torch.float32), args=hf_args, eval_dataset=[{"x": [0.0] * 8, "labels": 0}])
     assert isinstance(trainer.args, trainkit.TrainingArguments)
     for name in ("output_dir", "learning_rate", "gradient_accumulation_steps", "weight_decay", "per_device_train_batch_size", "seed"):
         assert getattr(trainer.args, name) == getattr(hf_args, name), name

@@ -15,6 +15,7 @@ from trainkit.checkpoint import (
     save_model,
     verify_checkpoint,
 )
+from trainkit.checks import dry_run
 from trainkit.distributed import (
     ProcessInfo,
     all_reduce_metrics,
@@ -29,6 +30,8 @@ from trainkit.errors import (
     CheckpointError,
     CheckpointWarning,
     ConfigError,
+    ConfigTypeError,
+    MetricNotFoundError,
     MissingDependencyError,
     NonFiniteError,
     StaleStateError,
@@ -60,8 +63,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CheckpointError",
     "CheckpointWarning",
+    "MetricNotFoundError",
     "MissingDependencyError",
     "ConfigError",
+    "ConfigTypeError",
     "EvalOutput",
     "EvalResult",
     "NonFiniteError",
@@ -84,6 +89,7 @@ __all__ = [
     "broadcast_object",
     "decay_parameter_names",
     "derive_seed",
+    "dry_run",
     "eval_step",
     "evaluate",
     "fork",

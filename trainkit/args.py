@@ -45,7 +45,7 @@ import numbers
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +53,9 @@ import attrs
 import torch
 
 from trainkit.distributed import BACKENDS as _BACKENDS
-from trainkit.errors import ConfigError, UnsupportedOptionError, closest_names
+from trainkit.errors import ConfigError, ConfigTypeError, UnsupportedOptionError, closest_names
 from trainkit.optim import OPTIMIZER_NAMES
-from trainkit.schedules import SCHEDULE_NAMES
+from trainkit.schedules import _TAKES, SCHEDULE_NAMES
 
 if TYPE_CHECKING:
     import transformers
@@ -414,6 +414,30 @@ class TrainingArguments:
 
 
 _FIELD_NAMES = frozenset(f.name for f in attrs.fields(TrainingArguments))
+_attrs_init = TrainingArguments.__init__
+
+
+@functools.wraps(_attrs_init)
+def _checked_init(self: TrainingArguments, *args: Any, **kwargs: Any) -> None:
+    """attrs' ``__init__``, after naming what it would refuse with a bare TypeError: positional values
+    (output_dir included: HF's only positional field), transformers' options trainkit lacks, and typos."""
+    if args:
+        raise ConfigTypeError(f"TrainingArguments({_show(args[0])}, ...): options are keyword-only. Fix: "
+                              f"TrainingArguments(output_dir={_show(args[0])}, ...).")
+    unknown = [name for name in kwargs if name not in _FIELD_NAMES]
+    if unknown:
+        name = unknown[0]
+        if name in _hf_defaults():
+            why = _WHY_UNSUPPORTED.get(name, "trainkit does not support it")
+            raise UnsupportedOptionError(f"TrainingArguments({name}={_show(kwargs[name])}): a transformers option; {why}. "
+                                         f"Fix: remove {name}.")
+        near = closest_names(name, _FIELD_NAMES)
+        raise ConfigTypeError(f"TrainingArguments({name}={_show(kwargs[name])}): no such option. Fix: "
+                              + (f"did you mean {' or '.join(map(repr, near))}?" if near else "remove it; docs/migrating.md lists the options."))
+    _attrs_init(self, **kwargs)
+
+
+TrainingArguments.__init__ = _checked_init  # type: ignore[method-assign]
 _DEFAULTS = {f.name: f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
              for f in attrs.fields(TrainingArguments)}  # fmt: skip
 
@@ -656,6 +680,21 @@ def _problems(v: dict[str, Any]) -> list[str]:
             "pass num_train_epochs > 0, or max_steps=<optimizer steps>.")
     if v["fp16"] is True and v["bf16"] is True:
         bad("fp16=True with bf16=True", "at most one mixed precision", "keep one of them.")
+    elif v["fp16"] is True and (v["use_cpu"] is True or not torch.cuda.is_available()):
+        where = "use_cpu=True" if v["use_cpu"] is True else "this machine has no CUDA device"
+        bad(f"fp16=True ({where})", "a CUDA device: fp16 mixed precision needs a GPU, as in transformers",
+            "pass bf16=True (bfloat16 autocast runs on the CPU too), or train on a GPU.")
+    elif v["bf16"] is True and v["use_cpu"] is not True and torch.cuda.is_available() and not _cuda_bf16():
+        bad("bf16=True", f"a device with bfloat16 support; {torch.cuda.get_device_name()} has none (compute capability < 8.0)",
+            "pass fp16=True on this GPU, or use_cpu=True.")
+    if isinstance(v["lr_scheduler_kwargs"], dict) and v["lr_scheduler_type"] in _TAKES:
+        unknown = [k for k in v["lr_scheduler_kwargs"] if k not in _TAKES[v["lr_scheduler_type"]]]
+        if unknown:
+            takes = ", ".join(_TAKES[v["lr_scheduler_type"]]) or "none"
+            bad(f"lr_scheduler_kwargs={v['lr_scheduler_kwargs']!r} with lr_scheduler_type={v['lr_scheduler_type']!r}",
+                f"only the keywords {v['lr_scheduler_type']!r} takes ({takes}); {unknown[0]!r} is not one of them",
+                f"remove {unknown[0]!r}" + "".join(f" (taken by {', '.join(n for n in _TAKES if k in _TAKES[n])})"
+                                                   for k in unknown[:1] if any(k in t for t in _TAKES.values())) + ".")
     for kind in ("logging", "eval", "save"):
         name, steps = f"{kind}_steps", v[f"{kind}_steps"]
         if v[f"{kind}_strategy"] != "steps":
@@ -690,6 +729,11 @@ def _problems(v: dict[str, Any]) -> list[str]:
         bad(f"dataloader_prefetch_factor={v['dataloader_prefetch_factor']!r} with dataloader_num_workers=0",
             "no prefetch factor: only worker processes prefetch", "pass dataloader_num_workers > 0, or drop it.")
     return out
+
+
+def _cuda_bf16() -> bool:
+    """Whether the current CUDA device computes in bfloat16 (its own check; patched in tests)."""
+    return torch.cuda.is_bf16_supported()
 
 
 def _multiple(save: float, every: float) -> bool:
@@ -821,7 +865,7 @@ def as_training_arguments(args: Any) -> TrainingArguments:
         'tmp_trainer'
         >>> as_training_arguments({"output_dir": "out"})
         Traceback (most recent call last):
-        trainkit.errors.ConfigError: Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got dict.
+        trainkit.errors.ConfigTypeError: Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got dict. Fix: pass TrainingArguments(**args).
     """
     if args is None:
         return TrainingArguments(output_dir="tmp_trainer")  # transformers.Trainer's choice for args=None
@@ -831,6 +875,8 @@ def as_training_arguments(args: Any) -> TrainingArguments:
 
     if isinstance(args, transformers.TrainingArguments):
         return from_hf(args)
-    raise ConfigError(
-        f"Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got {type(args).__name__}."
+    fix = "TrainingArguments(**args)" if isinstance(args, Mapping) else "TrainingArguments(output_dir=..., ...)"
+    raise ConfigTypeError(
+        f"Trainer(args=...): expected trainkit.TrainingArguments or transformers.TrainingArguments, got {type(args).__name__}. "
+        f"Fix: pass {fix}."
     )

@@ -709,6 +709,14 @@ class _Batches(torch.utils.data.Dataset):
     def _collate(self, rows: Any) -> Any:
         try:
             return self.collator(rows)
+        except KeyError as error:
+            key = error.args[0] if error.args else None
+            if not (isinstance(key, str) and rows and isinstance(rows[0], Mapping) and key not in rows[0]):
+                raise
+            raise ConfigError(f"data collator: it reads column {key!r}, but the rows hold only {list(rows[0])}. "
+                              "remove_unused_columns=True (the default) drops the columns the model's forward does not "
+                              f"take. Fix: TrainingArguments(remove_unused_columns=False) (the collator must then drop "
+                              f"the extra columns itself), or check that the dataset has {key!r}.") from error
         except ValueError as error:
             ragged = [k for k, v in rows[0].items() if isinstance(v, list) and len({len(r[k]) for r in rows}) > 1] \
                 if self.kind == "default" and rows and isinstance(rows[0], Mapping) else []
@@ -752,7 +760,8 @@ def _check_dataset(where: str, dataset: Any, batch_size: int, drop_last: bool, k
         if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], str)):
             raise ConfigError(
                 f"{where}: column {c!r} holds strings (e.g. {value!r}); the loss needs integer class ids. Fix: "
-                f"dataset = dataset.class_encode_column({c!r}), or .map(lambda r: {{{c!r}: label2id[r[{c!r}]]}}).")
+                f"dataset = dataset.class_encode_column({c!r}) (a ClassLabel feature of integer ids), or "
+                f".map(lambda r: {{{c!r}: label2id[r[{c!r}]]}}).")
 
 
 def _workers(where: str, num_workers: int, persistent_workers: bool, prefetch_factor: int | None) -> dict[str, Any]:

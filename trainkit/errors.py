@@ -16,7 +16,9 @@ from collections.abc import Iterable
 __all__ = [
     "TrainkitError",
     "ConfigError",
+    "ConfigTypeError",
     "UnsupportedOptionError",
+    "MetricNotFoundError",
     "StaleStateError",
     "NonFiniteError",
     "CheckpointError",
@@ -45,6 +47,41 @@ class ConfigError(TrainkitError, ValueError):
         >>> issubclass(ConfigError, TrainkitError), issubclass(ConfigError, ValueError)
         (True, True)
     """
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument has the wrong type (a string where a model is expected, a dict for the arguments...).
+
+    It is a :class:`ConfigError` (so ``except ConfigError`` catches every bad input) and a
+    ``TypeError``, the builtin Python raises for a value of the wrong type.
+
+    Example:
+        >>> issubclass(ConfigTypeError, ConfigError), issubclass(ConfigTypeError, TypeError)
+        (True, True)
+    """
+
+
+class MetricNotFoundError(ConfigError, KeyError):
+    """``metric_for_best_model`` names a metric the evaluation did not compute.
+
+    A ``KeyError`` as in transformers (code catching that keeps working), with a plain message:
+    ``str()`` of a ``KeyError`` would otherwise quote it.
+
+    Example:
+        >>> str(MetricNotFoundError("no metric 'eval_f1'"))
+        "no metric 'eval_f1'"
+    """
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+class _MissingLossError(ConfigError):
+    """The model's outputs hold no loss; ``output_keys`` are what they hold (for checks.explain_batch_failure)."""
+
+    def __init__(self, message: str, output_keys: list[str]) -> None:
+        super().__init__(message)
+        self.output_keys = output_keys
 
 
 class UnsupportedOptionError(ConfigError):

@@ -129,8 +129,16 @@ def _resolve(resume_from_checkpoint: str | bool | Any, output_dir: str | Path, l
     path = Path(resume_from_checkpoint)
     if not path.is_dir():
         raise CheckpointError(
-            f"resume_from_checkpoint={str(resume_from_checkpoint)!r}: no such checkpoint folder. Pass a "
-            f"checkpoint-N folder written by trainkit, or True for the newest one in output_dir."
+            f"resume_from_checkpoint={str(resume_from_checkpoint)!r}: no such checkpoint folder (the path does not exist"
+            f"{'; it is a file' if path.exists() else ''}). Fix: pass a checkpoint-N folder written by trainkit, or "
+            f"True for the newest one in output_dir."
+        )
+    if not (path / "manifest.json").is_file() and not (path / "trainkit_state.json").is_file():
+        found = sorted(p.name for p in path.iterdir())[:5]
+        raise CheckpointError(
+            f"resume_from_checkpoint={str(resume_from_checkpoint)!r}: the folder is not a checkpoint (no manifest.json or "
+            f"trainkit_state.json; it holds {found or 'nothing'}). Fix: pass a checkpoint-N folder inside output_dir, or "
+            f"True for the newest one."
         )
     return path
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from trainkit._models import is_pretrained, model_class, unwrap_model
 from trainkit.distributed import _ddp_group, _local_module
-from trainkit.errors import ConfigError, NonFiniteError
+from trainkit.errors import ConfigError, NonFiniteError, _MissingLossError
 from trainkit.sharding import _gradient_sync_off, is_sharded
 from trainkit.seeding import _PrivateStreams, derive_seed
 from trainkit.state import Progress, TrainState
@@ -245,11 +245,12 @@ def _loss_from_outputs(outputs: Any, batch: Any) -> torch.Tensor:
     elif isinstance(outputs, Mapping):
         if outputs.get("loss") is None:
             given = sorted(batch) if isinstance(batch, Mapping) else f"{type(batch).__name__}"
-            raise ConfigError(
+            raise _MissingLossError(
                 f"train_step: the model's output has no 'loss' (keys: {sorted(outputs)}; batch "
                 f"keys: {given}). Give the batch its labels (e.g. a 'labels' column, or set "
                 f"label_names), or pass loss_fn=(model, batch) -> loss or compute_loss_func="
-                f"(outputs, labels, num_items_in_batch) -> loss."
+                f"(outputs, labels, num_items_in_batch) -> loss.",
+                output_keys=sorted(outputs),
             )
         loss = outputs["loss"]
     elif isinstance(outputs, (list, tuple)) and outputs and isinstance(outputs[0], torch.Tensor):

@@ -16,6 +16,7 @@ raise instead of being ignored.
 from __future__ import annotations
 
 import inspect
+import warnings
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,7 +45,8 @@ from trainkit.checkpoint import (
     write_checkpoint,
 )
 from trainkit import distributed
-from trainkit.errors import ConfigError
+from trainkit.checks import _shown, check_output_dir, check_train_dataset, check_trainer_inputs, dry_run, first_batch_checked
+from trainkit.errors import ConfigError, ConfigTypeError, MetricNotFoundError, TrainkitWarning
 from trainkit.evaluation import evaluate as evaluate_batches
 from trainkit.evaluation import default_ignore_keys, speed_metrics
 from trainkit.logging import LossTracker, integration_callbacks
@@ -54,7 +56,7 @@ from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, re
 from trainkit.schedules import make_schedule, make_scheduler
 from trainkit.sharding import is_sharded, shard_model
 from trainkit.state import TrainState, init_state
-from trainkit.step import train_step
+from trainkit.step import StepHooks, train_step
 from trainkit.step import _logits_of as logits_of
 
 __all__ = ["Trainer"]
@@ -98,23 +100,26 @@ class Trainer:
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         self.args = as_training_arguments(args)
-        # Under torchrun, join the process group first: the device (cuda:LOCAL_RANK) depends on it.
-        distributed.setup_distributed(backend=self.args.ddp_backend, timeout=self.args.ddp_timeout, use_cpu=self.args.use_cpu)
-        if (model is None) == (model_init is None):
-            which = "both were given" if model is not None else "neither was given"
-            raise ConfigError(f"Trainer: pass exactly one of `model` or `model_init`; {which}.")
-        if optimizer_cls_and_kwargs is not None and optimizers != (None, None):
-            raise ConfigError("Trainer: pass either `optimizers=(optimizer, scheduler)` or `optimizer_cls_and_kwargs`, not both.")
+        # Everything is checked before anything runs or is written (docs/errors.md lists the errors).
+        check_trainer_inputs(
+            model=model, model_init=model_init, data_collator=data_collator, train_dataset=train_dataset,
+            eval_dataset=eval_dataset, processing_class=processing_class, compute_loss_func=compute_loss_func, compute_metrics=compute_metrics, callbacks=callbacks,
+            optimizers=optimizers, optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        )
+        check_output_dir(self.args.output_dir)
         if getattr(self.args, "fsdp", None) and optimizers[0] is not None:
             raise ConfigError(
                 "Trainer: `optimizers` holds an optimizer over the unsharded parameters, but fsdp shards them (new "
                 "parameter objects) before training. Use `optimizer_cls_and_kwargs=(cls, kwargs)` or args.optim with fsdp."
             )
-        if model_init is not None and optimizers[0] is not None:
+        if self.args.eval_strategy != "no" and eval_dataset is None:
             raise ConfigError(
-                "Trainer: `optimizers` holds an optimizer over one model's parameters, but `model_init` builds a new "
-                "model for each train(). Use `optimizer_cls_and_kwargs=(cls, kwargs)` with `model_init`."
+                f"TrainingArguments(eval_strategy={self.args.eval_strategy!r}) needs an evaluation set, but no eval_dataset "
+                f"was given. Fix: pass Trainer(eval_dataset=...), or set eval_strategy='no'."
             )
+        # Under torchrun, join the process group first: the device (cuda:LOCAL_RANK) depends on it.
+        distributed.setup_distributed(backend=self.args.ddp_backend, timeout=self.args.ddp_timeout, use_cpu=self.args.use_cpu)
         set_seed(self.args.seed)  # as transformers does, before model_init builds a model
         self.model_init = model_init
         self.model = (self.call_model_init() if model is None else model).to(self.args.device)
@@ -140,6 +145,7 @@ class Trainer:
         self._current_flos = 0.0  # this process's flos since they were last added to state.total_flos
         self._losses = LossTracker(nan_filter=self.args.logging_nan_inf_filter)
         self._sigterm = SigtermFlag()
+        self._first_step_checked = False  # the first step of train() doubles as the dry run (see check())
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         if getattr(self.model, "config", None) is not None:  # as transformers: the KV cache off while training
             self.model.config.use_cache = self.args.use_cache
@@ -150,10 +156,12 @@ class Trainer:
         """Build a model with ``model_init`` (taking no argument, or the trial)."""
         count = len(inspect.signature(self.model_init).parameters)
         if count > 1:
-            raise ConfigError(f"Trainer(model_init=...): model_init must take 0 or 1 argument (the trial); it takes {count}.")
+            raise ConfigTypeError(f"Trainer(model_init=...): model_init must take 0 or 1 argument (the trial); it takes {count}. "
+                                  "Fix: def model_init(trial=None): return AutoModelFor...from_pretrained(...).")
         model = self.model_init() if count == 0 else self.model_init(trial)
         if not isinstance(model, nn.Module):
-            raise ConfigError(f"Trainer(model_init=...): model_init returned {type(model).__name__}, expected an nn.Module.")
+            raise ConfigTypeError(f"Trainer(model_init=...): model_init returned {_shown(model)}, expected an nn.Module. "
+                                  "Fix: make it return the model it builds (a missing `return`?).")
         return model
 
     def _items_seen(self) -> int:
@@ -316,6 +324,8 @@ class Trainer:
         # transformers builds the train dataloader before on_train_begin; callbacks receive it there.
         batches = self.callback_handler.train_dataloader = self.get_train_dataloader(epoch=first_epoch, skip_batches=skip)
         self._fire("on_train_begin")
+        if self.eval_dataset is not None and self.args.eval_strategy != "no" and not self._first_step_checked:
+            self._check_eval_batches()  # an evaluation set that cannot be evaluated fails now, not at the first evaluation
         if self.args.eval_on_start and state.step == 0:
             self._evaluate(ignore_keys_for_eval, skip_scheduler=True)
         with stop_on_sigterm() as self._sigterm:
@@ -360,6 +370,9 @@ class Trainer:
         if self.train_dataset is None:
             raise ConfigError("Trainer.train() needs a train_dataset; pass Trainer(train_dataset=...).")
         sized = tkdata.has_length(self.train_dataset)
+        if sized:
+            check_train_dataset(self.train_dataset, batch_size=args.train_batch_size, world_size=args.world_size,
+                                drop_last=args.dataloader_drop_last)
         plan = tkdata.plan_steps(
             num_batches=tkdata.num_batches(len(self.train_dataset), args.train_batch_size, drop_last=args.dataloader_drop_last,
                                            world_size=args.world_size) if sized else None,
@@ -367,6 +380,11 @@ class Trainer:
         )
         total_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
         num_samples = plan.max_steps * total_batch if args.max_steps > 0 or not sized else len(self.train_dataset) * args.num_train_epochs
+        warmup = args.warmup_steps_for(plan.max_steps)
+        if warmup > plan.max_steps and self.lr_scheduler is None:
+            warnings.warn(f"TrainingArguments(warmup_steps={args.warmup_steps}): the warmup ({warmup} steps) is longer than "
+                          f"the run ({plan.max_steps} steps), so the learning rate never reaches learning_rate. Fix: "
+                          "lower warmup_steps (a value below 1 is a ratio of the run).", TrainkitWarning, stacklevel=3)
         self.create_optimizer_and_scheduler(plan.max_steps)
         self.model_wrapped = self._wrap_model()
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
@@ -398,7 +416,11 @@ class Trainer:
         self._fire("on_epoch_begin")
         for window in tkdata.windows(batches, args.gradient_accumulation_steps):
             self._fire("on_step_begin")
-            state, out = train_step(state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks, **loss_options)
+            if self._first_step_checked:
+                state, out = train_step(state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks,
+                                        **loss_options)
+            else:  # the first step is the dry run: a failure (before any update) is explained in terms of the batch
+                state, out = self._first_step(state, window, hooks, loss_options)
             if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.LambdaLR) and not out.skipped:
                 # The rate comes from the schedule read out of the LambdaLR; the object is stepped as
                 # transformers does only so that last_epoch and get_last_lr() (read by callbacks) follow.
@@ -420,6 +442,67 @@ class Trainer:
         self._fire("on_epoch_end")
         self._maybe_log_evaluate_save(losses, ignore_keys)
         return state
+
+    def _first_step(self, state: TrainState, window: list[Any], hooks: StepHooks, loss_options: dict[str, Any]) -> Any:
+        """train()'s first step, whose failure (before any update) first_batch_checked explains in terms of the
+        batch; once a callback has fired inside the step, an error is the callback's own and passes unchanged."""
+        fired: list[bool] = []
+
+        def watched(hook: Callable[..., Any] | None) -> Callable[..., Any] | None:
+            return None if hook is None else lambda *a: (fired.append(True), hook(*a))[1]
+
+        hooks = StepHooks(**{name: watched(hook) for name, hook in attrs.asdict(hooks, recurse=False).items()})
+        self._first_step_checked = True
+        return first_batch_checked(
+            lambda: train_step(state, window, max_grad_norm=self.args.max_grad_norm, label_names=self.label_names, hooks=hooks,
+                               **loss_options),
+            model=self.model, batch=window[0], label_names=self.label_names, where="the first training batch",
+            unless=lambda: bool(fired),
+        )
+
+    def check(self) -> dict[str, float]:
+        """Dry run: the forward and loss of the first training batch and of each evaluation set's first
+        batch, with no update (eval mode, no gradient; modes and random streams restored).
+
+        ``train()`` makes the same checks (its first step is the training dry run), so this is for
+        finding problems without starting a run: every data/model mismatch raises the error it
+        would raise in ``train()``, naming the batch's columns and shapes and the fix.
+
+        Returns:
+            ``{"train_loss": ..., "eval_loss": ...}`` for the batches checked (``eval_<name>_loss``
+            for a dict of evaluation sets).
+
+        Raises:
+            ConfigError: a dataset that gives no batch, or a batch the model cannot take or that
+                gives no loss.
+        """
+        losses: dict[str, float] = {}
+        if self.train_dataset is not None:
+            if tkdata.has_length(self.train_dataset):
+                check_train_dataset(self.train_dataset, batch_size=self.args.train_batch_size, world_size=self.args.world_size,
+                                    drop_last=self.args.dataloader_drop_last)
+            batch = next(iter(self.get_train_dataloader(epoch=0)))
+            losses["train_loss"] = dry_run(self._eval_state(), batch, label_names=self.label_names,
+                                           where="the first training batch", **self._loss_options())
+        if self.eval_dataset is not None:
+            losses.update(self._check_eval_batches())
+        return losses
+
+    def _check_eval_batches(self) -> dict[str, float]:
+        sets = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"": self.eval_dataset}
+        losses = {}
+        for name, dataset in sets.items():
+            key = f"eval_{name}_loss" if name else "eval_loss"
+            batch = next(iter(self.get_eval_dataloader(dataset)), None)
+            if batch is None:
+                raise ConfigError(f"Trainer(eval_dataset{f'[{name!r}]' if name else ''}=...): the dataset gives no batch "
+                                  "(is it empty?). Fix: check the split and any filter() applied to it.")
+            has_labels = isinstance(batch, Mapping) and all(n in batch for n in self.label_names)
+            loss = dry_run(self._eval_state(), batch, label_names=self.label_names, require_loss=has_labels,
+                           where=f"the first evaluation batch{f' of {name!r}' if name else ''}", **self._eval_loss_options(None))
+            if loss is not None:
+                losses[key] = loss
+        return losses
 
     def _stop_requested(self) -> bool:
         """SIGTERM seen, by any process: they must all stop after the same step, or the next collective hangs."""
@@ -488,7 +571,7 @@ class Trainer:
         name = self.args.metric_for_best_model or "loss"
         key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
-            raise ConfigError(
+            raise MetricNotFoundError(
                 f"TrainingArguments(metric_for_best_model={self.args.metric_for_best_model!r}): {key!r} is not among the "
                 f"evaluation metrics {sorted(metrics)}. Set metric_for_best_model to one of them, or return it from compute_metrics."
             )
