@@ -121,3 +121,20 @@ def mlp_batch(seed: int, rows: int, *, dtype=torch.float64) -> dict:
 
 
 seeds = st.integers(0, 2**31 - 1)
+
+
+@st.composite
+def label_tensors(draw):
+    """Label tensors as collators make them: int64 class/token ids (some -100), float targets, or bools;
+    0 to 3 dims, small (counted as a list) to large (counted through numpy), sometimes needing grad."""
+    dims = draw(st.integers(0, 3))
+    shape = tuple(draw(st.lists(st.integers(0, 40 if dims < 3 else 12), min_size=dims, max_size=dims)))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    kind = draw(st.sampled_from(["long", "int32", "float", "bool"]))
+    if kind == "bool":
+        return torch.rand(shape, generator=gen) < 0.5
+    ids = torch.randint(0, 5, shape, generator=gen)
+    ids = torch.where(torch.rand(shape, generator=gen) < draw(st.floats(0, 1)), torch.full_like(ids, -100), ids)
+    if kind == "float":
+        return ids.double().requires_grad_(draw(st.booleans()))
+    return ids.int() if kind == "int32" else ids

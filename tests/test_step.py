@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.strategies import mlp, mlp_batch, seeds, slice_batch, splits, tiny_bert, tiny_gpt2, token_batches
+from tests.strategies import label_tensors, mlp, mlp_batch, seeds, slice_batch, splits, tiny_bert, tiny_gpt2, token_batches
 from trainkit import ConfigError, NonFiniteError, StaleStateError, StepHooks, eval_step, fork, init_state, train_step
 
 
@@ -409,3 +409,12 @@ def test_model_facts_see_through_wrappers():
 
     assert _model_facts(torch.compile(tiny_gpt2()))[1] is True
     assert _model_facts(torch.compile(tiny_bert()))[1] is False
+
+
+@given(labels=label_tensors())
+def test_label_items_are_counted_exactly(labels):
+    """Property: the item count train_step weights micro-batches by is the number of labels != -100,
+    whatever the labels' dtype, shape and size (each counting path: list, numpy, torch)."""
+    from trainkit.step import _not_ignored
+
+    assert _not_ignored(labels) == int(labels.detach().ne(-100).sum())
