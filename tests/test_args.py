@@ -169,6 +169,8 @@ def test_trainkit_and_transformers_agree_on_every_supported_field(opts):
             TrainingArguments(output_dir=OUT, **opts)
         return
     kwargs = opts.get("lr_scheduler_kwargs")
+    if isinstance(kwargs, str) and kwargs.startswith("{"):  # HF's JSON-string form
+        kwargs = json.loads(kwargs)
     if isinstance(kwargs, dict) and schedule in _TAKES and set(kwargs) - set(_TAKES[schedule]):
         with pytest.raises(ConfigError, match="lr_scheduler_kwargs="):
             TrainingArguments(output_dir=OUT, **opts)

@@ -505,3 +505,10 @@ def test_kill_at_any_point_leaves_only_complete_checkpoints(tmp_path):
             outcomes.add((code == 100, bool(remove_staging(root))))
             assert not [p for p in root.iterdir() if p.name.startswith(".")]
     assert outcomes >= {(True, True), (False, False)}  # killed mid-save (staging left), and completed
+
+
+def test_deleting_a_missing_checkpoint_leaves_nothing_behind(tmp_path):
+    """delete_checkpoint on a path that is not a folder raises FileNotFoundError naming it, and creates no staging folder."""
+    with pytest.raises(FileNotFoundError, match="checkpoint-7"):
+        ckpt.delete_checkpoint(tmp_path / "checkpoint-7")
+    assert list(tmp_path.iterdir()) == []

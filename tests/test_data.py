@@ -420,6 +420,8 @@ def test_iterable_batches_follow_the_stream():
         check_max_steps(stream, -1)
     check_max_steps(stream, 10)
     check_max_steps([1], -1)
+    with pytest.raises(ConfigError, match="got True"):  # a bool is not a step count
+        check_max_steps(stream, True)
     with pytest.raises(ConfigError, match="use iterable_batches"):
         train_batches(stream, batch_size=2, collator=default_data_collator, seed=0, epoch=0)
 

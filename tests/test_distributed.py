@@ -340,3 +340,18 @@ def test_helpers_work_in_one_process():
     assert all_reduce_metrics({"x": 3}, op="max") == {"x": 3.0}
     with pytest.raises(ConfigError, match="op='avg'"):
         all_reduce_metrics({"x": 1}, op="avg")
+
+
+def test_rank_helpers_answer_from_the_environment_setup_read(monkeypatch):
+    """local_rank()/is_main_process(local=True) follow the environment given to setup_distributed(environ=...),
+    not os.environ (here: a process group of 4 is simulated, os.environ says LOCAL_RANK=0)."""
+    import trainkit.distributed as dist
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 4)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: 3)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(dist, "_launched", ProcessInfo(rank=3, world_size=4, local_rank=1, local_world_size=2))
+    assert (dist.rank(), dist.world_size(), dist.local_rank(), dist.is_main_process(local=True)) == (3, 4, 1, False)
+    monkeypatch.setattr(dist, "_launched", None)  # not set up by trainkit: torchrun's variables
+    assert dist.local_rank() == 0

@@ -168,3 +168,24 @@ def test_plotting_without_matplotlib_names_the_package(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match="pip install matplotlib") as info:
         plot_schedule("linear", tmp_path / "x.png", num_training_steps=10)
     assert isinstance(info.value, ImportError)
+
+
+def test_disable_tqdm_silences_transformers_own_bars(tmp_path, capfd):
+    """With disable_tqdm=True no bar reaches stderr, not even save_pretrained's "Writing model shards";
+    transformers' progress-bar setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    from tests.strategies import tiny_bert
+    from trainkit import Trainer, TrainingArguments
+
+    rows = [{"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": i % 3} for i in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, save_steps=1,
+                             disable_tqdm=True, report_to="none", logging_strategy="no")
+    before = hf_logging.is_progress_bar_enabled()
+    trainer = Trainer(model=tiny_bert(), args=args, train_dataset=rows)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    err = capfd.readouterr().err
+    assert "Writing model shards" not in err and "it/s" not in err
+    assert hf_logging.is_progress_bar_enabled() == before
+    assert (tmp_path / "checkpoint-2" / "model.safetensors").is_file()

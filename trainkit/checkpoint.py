@@ -693,6 +693,9 @@ def delete_checkpoint(path: str | os.PathLike[str]) -> None:
         (False, [])
     """
     path = Path(path)
+    if not path.is_dir():  # before the staging folder exists: a failed call leaves nothing behind
+        raise FileNotFoundError(f"delete_checkpoint: {str(path)!r} is not a checkpoint folder (it does not exist"
+                                f"{' as a folder' if path.exists() else ''}). Fix: pass a checkpoint-N folder.")
     doomed = _unique_dir(path.parent, f"{_STAGING}deleted-{path.name}-{os.getpid()}")
     os.replace(path, doomed / path.name)
     _fsync_dir(path.parent)

@@ -499,7 +499,8 @@ def check_max_steps(dataset: Any, max_steps: int) -> None:
         Traceback (most recent call last):
         trainkit.errors.ConfigError: `max_steps` got -1, but an IterableDataset has no length: set max_steps to a positive int (the number of optimizer updates).
     """
-    if (dataset is None or not has_length(dataset)) and not (isinstance(max_steps, int) and max_steps > 0):
+    positive = isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps > 0
+    if (dataset is None or not has_length(dataset)) and not positive:
         raise ConfigError(f"`max_steps` got {max_steps!r}, but an IterableDataset has no length: set max_steps to "
                           "a positive int (the number of optimizer updates).")
 

@@ -195,6 +195,8 @@ def setup_distributed(*, backend: str | None = None, timeout: float = 1800, envi
     torch.distributed.init_process_group(
         backend, init_method=init, rank=info.rank,
         world_size=info.world_size, timeout=datetime.timedelta(seconds=timeout))
+    global _launched
+    _launched = info  # local_rank() and friends answer from the environment setup_distributed read
     return info
 
 
@@ -211,16 +213,23 @@ def teardown_distributed() -> None:
         if torch.distributed.get_world_size() > 1:
             torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    global _launched
+    _launched = None
 
 
 def _active() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
+_launched: ProcessInfo | None = None  # what setup_distributed read (its `environ`, or os.environ)
+
+
 def _current() -> ProcessInfo:
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return ProcessInfo()
     world = torch.distributed.get_world_size()
+    if _launched is not None and (_launched.rank, _launched.world_size) == (torch.distributed.get_rank(), world):
+        return _launched
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return ProcessInfo(rank=torch.distributed.get_rank(), world_size=world, local_rank=local,
                        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))

@@ -14,13 +14,14 @@ Everything here writes on the world's process zero only.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,27 @@ def show_progress_bars(disable_tqdm: bool | None, stream: Any = None) -> bool:
     """
     stream = sys.stderr if stream is None else stream
     return not disable_tqdm and bool(getattr(stream, "isatty", lambda: False)())
+
+
+@contextlib.contextmanager
+def transformers_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars (``save_pretrained``'s "Writing model shards", ...) on or off
+    for a block, then as they were: ``disable_tqdm`` silences every bar, not only the Trainer's.
+
+    Example:
+        >>> from transformers.utils import logging as hf_logging
+        >>> with transformers_bars(False):
+        ...     hf_logging.is_progress_bar_enabled()
+        False
+    """
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
 
 
 class _LogWriter(TrainerCallback):

@@ -15,6 +15,7 @@ raise instead of being ignored.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 import time
@@ -49,7 +50,7 @@ from trainkit.checks import _shown, check_output_dir, check_train_dataset, check
 from trainkit.errors import ConfigError, ConfigTypeError, MetricNotFoundError, TrainkitWarning
 from trainkit.evaluation import evaluate as evaluate_batches
 from trainkit.evaluation import default_ignore_keys, speed_metrics
-from trainkit.logging import LossTracker, integration_callbacks
+from trainkit.logging import LossTracker, integration_callbacks, transformers_bars
 from trainkit.losses import label_smoothed_loss
 from trainkit.optim import make_optimizer
 from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, resolve_checkpoint, stop_on_sigterm
@@ -602,6 +603,14 @@ class Trainer:
         distributed.barrier()
 
     def _write_checkpoint(self) -> None:
+        with self._quiet_unless_bars():
+            self._write_checkpoint_files()
+
+    def _quiet_unless_bars(self) -> contextlib.AbstractContextManager[None]:
+        """disable_tqdm silences transformers' own bars too (save_pretrained's "Writing model shards")."""
+        return transformers_bars(False) if self.args.disable_tqdm else contextlib.nullcontext()
+
+    def _write_checkpoint_files(self) -> None:
         args, step = self.args, self.state.global_step
         if args.save_only_model or self._train_state is None or not self._train_state.is_live:
             write_checkpoint(args.output_dir, step, model=self.model, processing_class=self.processing_class,
@@ -669,7 +678,8 @@ class Trainer:
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model (``save_pretrained`` or safetensors) and the processing class (on the saving process)."""
         if self.args.should_save or is_sharded(self.model):  # FSDP: every process gathers, rank 0 writes
-            save_model(self.model, output_dir or self.args.output_dir, processing_class=self.processing_class)
+            with self._quiet_unless_bars():
+                save_model(self.model, output_dir or self.args.output_dir, processing_class=self.processing_class)
 
     def add_callback(self, callback: Any) -> None:
         """Add a ``TrainerCallback`` (an instance or a class)."""
