@@ -13,7 +13,7 @@ loop body, and of the data path under it, give each call's time per step; the re
 median over steps (after ``--warmup``) of each figure and of each per-step difference.
 
 The wrappers replace module attributes by name (``trainkit.trainer.train_step``,
-``trainkit.data._tensor``, ...); one that no longer exists is listed as not found, and its time
+``trainkit._fetch._tensor``, ...); one that no longer exists is listed as not found, and its time
 falls into "unattributed". Each wrapper costs ~1 us per call, so the figures are indicative to
 a few percent; ``cycle - raw step`` is the overhead to compare with ``compare.py``'s.
 """
@@ -69,6 +69,7 @@ def _install() -> None:
     import datasets
     import torch
     import trainkit.callbacks as tk_callbacks
+    import trainkit._fetch as tk_fetch
     import trainkit.data as tk_data
     import trainkit.trainer as tk_trainer
 
@@ -114,10 +115,10 @@ def _install() -> None:
                 yield window
 
         tk_data.windows = timed_windows
-    _wrap(getattr(tk_data, "_Batches", None), "__getitems__", "  _Batches.__getitems__")
+    _wrap(getattr(tk_fetch, "_Batches", None), "__getitems__", "  _Batches.__getitems__")
     _wrap(datasets.Dataset, "__getitem__", "    datasets.Dataset.__getitem__ (Arrow rows)")
-    _wrap(tk_data, "_default_arrow", "    _default_arrow (Arrow table -> tensors)")
-    _wrap(tk_data, "_tensor", "      _tensor (one per column)")
+    _wrap(tk_fetch, "_default_arrow", "    _default_arrow (Arrow table -> tensors)")
+    _wrap(tk_fetch, "_tensor", "      _tensor (one per column)")
 
 
 def run(workload_name: str, steps: int, warmup: int) -> dict[str, list[float]]:

@@ -21,25 +21,26 @@ from hypothesis import strategies as st
 
 from tests.strategies import tiny_bert
 from trainkit.errors import ConfigError
-from trainkit.data import (
-    _pad_arrow,
-    _default_arrow,
+from trainkit._fetch import _default_arrow, _pad_arrow
+from trainkit.columns import (
     check_batch,
-    check_max_steps,
-    data_order,
     default_collator,
     drop_unused_columns,
-    eval_batches,
     find_label_names,
+    prepare_columns,
+    signature_columns,
+    wrap_collator_removing_columns,
+)
+from trainkit.data import (
+    check_max_steps,
+    data_order,
+    eval_batches,
     iterable_batches,
     num_batches,
     plan_steps,
-    prepare_columns,
-    signature_columns,
     train_batches,
     updates_per_epoch,
     windows,
-    wrap_collator_removing_columns,
 )
 
 datasets = pytest.importorskip("datasets")

@@ -29,8 +29,9 @@ from torch import nn
 from transformers.trainer_callback import ExportableState, TrainerControl, TrainerState
 from transformers.trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, set_seed
 
+from trainkit import columns
 from trainkit import data as tkdata
-from trainkit.args import TrainingArguments, as_training_arguments
+from trainkit.args import as_training_arguments
 from trainkit.callbacks import make_callback_handler, step_hooks
 from trainkit.checkpoint import (
     delete_checkpoint,
@@ -54,7 +55,7 @@ from trainkit.logging import LossTracker, integration_callbacks, transformers_ba
 from trainkit.losses import label_smoothed_loss
 from trainkit.optim import make_optimizer
 from trainkit.resume import SigtermFlag, check_fingerprint, data_fingerprint, resolve_checkpoint, stop_on_sigterm
-from trainkit.schedules import make_schedule, make_scheduler
+from trainkit.schedules import make_scheduler
 from trainkit.sharding import is_sharded, shard_model
 from trainkit.state import TrainState, init_state
 from trainkit.step import StepHooks, train_step
@@ -126,14 +127,14 @@ class Trainer:
         self.model = (self.call_model_init() if model is None else model).to(self.args.device)
         self.model_wrapped = self.model  # transformers' name for the DDP (or compiled) model train() steps
         self.processing_class = processing_class
-        self.data_collator = data_collator if data_collator is not None else tkdata.default_collator(processing_class)
+        self.data_collator = data_collator if data_collator is not None else columns.default_collator(processing_class)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.compute_loss_func = compute_loss_func
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
-        self.label_names = list(self.args.label_names) if self.args.label_names else tkdata.find_label_names(self.model)
+        self.label_names = list(self.args.label_names) if self.args.label_names else columns.find_label_names(self.model)
         self.callback_handler = make_callback_handler(
             callbacks, model=self.model, processing_class=processing_class, optimizer=self.optimizer,
             lr_scheduler=self.lr_scheduler, disable_tqdm=bool(self.args.disable_tqdm),
@@ -221,7 +222,7 @@ class Trainer:
     # ---- data ---------------------------------------------------------------------------------
 
     def _prepare(self, dataset: Any, description: str) -> tuple[Any, Callable]:
-        return tkdata.prepare_columns(
+        return columns.prepare_columns(
             dataset, self.data_collator, self.model, label_names=self.label_names,
             remove_unused_columns=self.args.remove_unused_columns, description=description,
         )
