@@ -311,7 +311,29 @@ class Trainer:
         return self.control
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, ignore_keys_for_eval: list[str] | None = None, **kwargs: Any) -> TrainOutput:
-        """Train; returns ``TrainOutput(global_step, training_loss, metrics)`` with transformers' train metrics."""
+        """Train for ``args.max_steps`` updates (or ``num_train_epochs``), with transformers' events.
+
+        Args:
+            resume_from_checkpoint: a ``checkpoint-N`` folder, or True for the newest in
+                ``output_dir``: weights, optimizer, schedule, data position and ``TrainerState``
+                are restored and training continues bit for bit.
+            trial: passed to ``model_init`` (hyperparameter search).
+            ignore_keys_for_eval: output keys left out of the evaluations' predictions.
+
+        Returns:
+            ``TrainOutput(global_step, training_loss, metrics)`` with transformers' train metrics
+            (``train_runtime``, ``train_samples_per_second``, ``train_loss``, ...), covering this
+            call's steps.
+
+        Raises:
+            ConfigError: a dataset or first batch the model cannot use (see ``docs/errors.md``);
+                the first step is a dry run, so nothing is updated or written before it.
+            CheckpointError: a ``resume_from_checkpoint`` that is missing, corrupted or from
+                another model.
+            NonFiniteError: a NaN/inf loss or gradient norm, naming the step (parameters unchanged).
+
+        The class docstring has an example.
+        """
         if kwargs:
             raise TypeError(f"train() got unexpected keyword arguments: {', '.join(kwargs)}.")
         start = time.time()
@@ -477,6 +499,29 @@ class Trainer:
         Raises:
             ConfigError: a dataset that gives no batch, or a batch the model cannot take or that
                 gives no loss.
+
+        Example:
+            >>> import tempfile, torch
+            >>> from trainkit import ConfigError, Trainer, TrainingArguments
+            >>> class Regressor(torch.nn.Module):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.linear = torch.nn.Linear(2, 1)
+            ...     def forward(self, x, labels=None):
+            ...         out = {"logits": self.linear(x).squeeze(-1)}
+            ...         if labels is not None:
+            ...             out["loss"] = torch.nn.functional.mse_loss(out["logits"], labels)
+            ...         return out
+            >>> args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, report_to="none")
+            >>> rows = [{"x": [1.0, 2.0], "labels": 3.0}] * 8
+            >>> sorted(Trainer(model=Regressor(), args=args, train_dataset=rows).check())
+            ['train_loss']
+            >>> unlabelled = [{"x": [1.0, 2.0]}] * 8  # the model computes no loss without labels
+            >>> try:
+            ...     Trainer(model=Regressor(), args=args, train_dataset=unlabelled).check()
+            ... except ConfigError as error:
+            ...     print(str(error))  # doctest: +ELLIPSIS
+            the first training batch {'x': (4, 2) float32}: Regressor's output has no 'loss' (it returned keys ['logits']); the batch has no 'labels' column ...
         """
         losses: dict[str, float] = {}
         if self.train_dataset is not None:
@@ -646,7 +691,22 @@ class Trainer:
         return result
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Evaluate; returns transformers' metrics dict (a dict of datasets gives ``eval_{name}_*``)."""
+        """Evaluate the model on ``eval_dataset`` (default: the Trainer's) and log the metrics.
+
+        Args:
+            eval_dataset: a dataset, or a dict of them (each evaluated, with keys
+                ``{metric_key_prefix}_{name}_*``); None: the Trainer's ``eval_dataset``.
+            ignore_keys: output keys left out of the predictions.
+            metric_key_prefix: the prefix of every metric key.
+
+        Returns:
+            transformers' metrics: ``eval_loss``, ``compute_metrics``' values prefixed,
+            ``eval_runtime``, ``eval_samples_per_second``, ``eval_steps_per_second``.
+
+        Raises:
+            ConfigError: a batch that cannot be gathered, or a failing ``compute_metrics`` (the
+                shapes it received are named).
+        """
         datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(datasets, dict):
             metrics = {}
@@ -660,7 +720,18 @@ class Trainer:
         return metrics
 
     def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test") -> PredictionOutput:
-        """Predict; returns ``PredictionOutput(predictions, label_ids, metrics)``."""
+        """Run the model on ``test_dataset`` and gather its outputs.
+
+        Args:
+            test_dataset: the dataset to predict.
+            ignore_keys: output keys left out of the predictions.
+            metric_key_prefix: the prefix of the metric keys.
+
+        Returns:
+            ``PredictionOutput(predictions, label_ids, metrics)``: numpy arrays in dataset order
+            (sequences of different lengths padded with -100), and the metrics as in
+            :meth:`evaluate` (``test_*``).
+        """
         result = self._run_eval(test_dataset, ignore_keys, metric_key_prefix, "on_predict")
         self._fire("on_predict", metrics=result.metrics)
         return PredictionOutput(predictions=result.predictions, label_ids=result.label_ids, metrics=result.metrics)
@@ -677,7 +748,15 @@ class Trainer:
         self._fire("on_log", logs=logs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the model (``save_pretrained`` or safetensors) and the processing class (on the saving process)."""
+        """Save the model and the processing class to ``output_dir`` (default ``args.output_dir``).
+
+        A ``PreTrainedModel`` is saved with ``save_pretrained`` (it reloads with
+        ``from_pretrained``); any other module as ``model.safetensors``. Only the saving process
+        writes (under FSDP every process gathers, rank 0 writes).
+
+        Args:
+            output_dir: the folder to write into; created if needed.
+        """
         if self.args.should_save or is_sharded(self.model):  # FSDP: every process gathers, rank 0 writes
             with self._quiet_unless_bars():
                 save_model(self.model, output_dir or self.args.output_dir, processing_class=self.processing_class)
