@@ -116,6 +116,8 @@ REASONS: dict[str, str] = {
 
 TRAINKIT_ONLY: dict[str, str] = {
     "logging_dir": "removed in transformers 5; accepted because transformers' documentation examples still pass it",
+    "on_nonfinite": "`\"raise\"` (default): a NaN/inf loss or gradient norm raises `NonFiniteError` naming the step, "
+                    "parameters unchanged; `\"skip\"`: the update is skipped and not counted (see errors)",
 }
 
 

@@ -28,7 +28,7 @@ from transformers.training_args import OptimizerNames, ParallelMode  # noqa: E40
 
 HF = transformers.TrainingArguments
 # logging_dir: trainkit keeps the field transformers 5 removed (its docs' examples still pass it).
-TRAINKIT_ONLY = {"logging_dir"}
+TRAINKIT_ONLY = {"logging_dir", "on_nonfinite"}
 SUPPORTED = [f.name for f in attrs.fields(TrainingArguments) if f.name not in TRAINKIT_ONLY]
 OUT = "trainkit-test-output"  # never written: neither class creates output_dir
 

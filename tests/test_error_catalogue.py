@@ -397,3 +397,39 @@ def test_check_explains_a_headless_model(tmp_path):
         _trainer(tmp_path, model=_base_bert()).check()
     message = str(raised.value)
     assert "last_hidden_state" in message and "BertForSequenceClassification" in message and "(4, 6) int64" in message
+
+
+class NaNOnce(NaNAt):
+    """NaN only at forward call ``bad_step + 1`` (one bad batch), finite otherwise."""
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        out = super().forward(input_ids, attention_mask, labels)
+        if self.calls > self.bad_step + 1:
+            out["loss"] = nn.functional.cross_entropy(out["logits"], labels)
+        return out
+
+
+def test_nan_at_step_n_leaves_the_parameters_of_step_n(tmp_path):
+    """NonFiniteError at step 1 (the second update): the parameters are those after step 0, bit for bit."""
+    torch.manual_seed(0)
+    bad = NaNAt(bad_step=1)
+    torch.manual_seed(0)
+    good = NaNAt(bad_step=99)
+    with pytest.raises(NonFiniteError, match="step 1"):
+        _trainer(tmp_path / "bad", model=bad, args=_args(tmp_path / "bad", max_steps=3)).train()
+    _trainer(tmp_path / "good", model=good, args=_args(tmp_path / "good", max_steps=1)).train()
+    assert all(torch.equal(a, b) for a, b in zip(bad.parameters(), good.parameters()))
+
+
+def test_on_nonfinite_skip_skips_the_update_and_trains_on(tmp_path):
+    """TrainingArguments(on_nonfinite="skip"): the NaN batch's update is skipped (not counted), training reaches
+    max_steps on the following batches, and every parameter stays finite."""
+    torch.manual_seed(0)
+    model = NaNOnce(bad_step=1)
+    trainer = _trainer(tmp_path, model=model, args=_args(tmp_path, max_steps=3, on_nonfinite="skip"),
+                       train_dataset=_ds(_rows(16)))
+    out = trainer.train()
+    assert out.global_step == 3 and trainer._train_state.progress.skipped == 1 and model.calls == 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(ConfigError, match="on_nonfinite='ignore'"):
+        _args(tmp_path, on_nonfinite="ignore")

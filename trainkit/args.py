@@ -253,6 +253,9 @@ class TrainingArguments:
     do_eval: bool = False  # HF's Trainer does not read them either.
     do_predict: bool = False
     resume_from_checkpoint: str | None = None
+    # trainkit's own: a NaN/inf loss or gradient norm raises NonFiniteError ("raise"), or the update is
+    # skipped ("skip": parameters and optimizer untouched, the step not counted). transformers has no such option.
+    on_nonfinite: str = "raise"
 
     def __attrs_post_init__(self) -> None:
         values = {f.name: _copy_in(getattr(self, f.name)) for f in attrs.fields(type(self))}
@@ -648,6 +651,7 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("ddp_timeout", lambda x: _int(x) and x > 0, "an int number of seconds > 0"),
     ("ddp_bucket_cap_mb", _optional(lambda x: _int(x) and x > 0), "None (DDP's default) or an int > 0"),
     ("include_for_metrics", lambda x: _str_list(x) and set(x) <= set(_FOR_METRICS), "a list of 'inputs', 'loss'"),
+    ("on_nonfinite", lambda x: x in ("raise", "skip"), "'raise' (NonFiniteError) or 'skip' (the update is skipped)"),
 ]
 _NAMED = (("optim", OPTIMIZER_NAMES), ("lr_scheduler_type", _SCHEDULERS), ("logging_strategy", _INTERVALS),
           ("eval_strategy", _INTERVALS), ("save_strategy", _SAVES))

@@ -576,7 +576,8 @@ def train_step(
                     f"gradient norm ({float(norm)})"
                     f"{'; the window had no label items' if total_items == 0 else ''}. Parameters and "
                     f"optimizer state are unchanged and the state was not consumed. Check the data and "
-                    f"learning rate, or pass on_nonfinite='skip' to skip such updates."
+                    f"learning rate, or skip such updates: train_step(..., on_nonfinite='skip'), or "
+                    f"TrainingArguments(on_nonfinite='skip') for the Trainer."
                 )
             lrs = _lrs_for(state, step)
             # Read before the update: an opaque scheduler changes the groups' rates after it.

@@ -442,7 +442,7 @@ class Trainer:
             self._fire("on_step_begin")
             if self._first_step_checked:
                 state, out = train_step(state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks,
-                                        **loss_options)
+                                        on_nonfinite=args.on_nonfinite, **loss_options)
             else:  # the first step is the dry run: a failure (before any update) is explained in terms of the batch
                 state, out = self._first_step(state, window, hooks, loss_options)
             if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.LambdaLR) and not out.skipped:
@@ -479,7 +479,7 @@ class Trainer:
         self._first_step_checked = True
         return first_batch_checked(
             lambda: train_step(state, window, max_grad_norm=self.args.max_grad_norm, label_names=self.label_names, hooks=hooks,
-                               **loss_options),
+                               on_nonfinite=self.args.on_nonfinite, **loss_options),
             model=self.model, batch=window[0], label_names=self.label_names, where="the first training batch",
             unless=lambda: bool(fired),
         )
