@@ -19,6 +19,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import trainkit._files
 import trainkit.checkpoint as ckpt
 from tests.strategies import VOCAB, DictMLP, mlp, mlp_batch, seeds, tiny_bert, tiny_gpt2
 from trainkit import CheckpointError, ConfigError, init_state, make_optimizer, make_schedule, train_step
@@ -324,7 +325,7 @@ def test_each_safety_layer_alone_refuses_the_payload(attacked, monkeypatch):
     monkeypatch.setenv(ENV, "1")
     _plant(path, "optimizer.pt", marker)
     with monkeypatch.context() as patch:
-        patch.setattr(ckpt, "_scan_pickles", lambda _path: None)
+        patch.setattr(trainkit._files, "_scan_pickles", lambda _path: None)
         with pytest.raises(CheckpointError, match="weights_only"):
             _load_fp16(path)
     real_load = torch.load
