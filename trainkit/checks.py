@@ -89,6 +89,8 @@ def check_trainer_inputs(
 ) -> None:
     """Check the types of what ``Trainer.__init__`` was given (``args`` is checked on conversion).
 
+    Each keyword is the ``Trainer`` parameter of the same name, as given.
+
     Raises:
         ConfigTypeError: the first argument of the wrong type, with its value and the fix.
         ConfigError: both or neither of ``model`` and ``model_init``; ``optimizers`` with
@@ -106,7 +108,7 @@ def check_trainer_inputs(
         fix = (f"load it first: model = AutoModelForSequenceClassification.from_pretrained({model!r}) (or the "
                "AutoModelFor... class of your task)." if isinstance(model, str) else "pass an nn.Module.")
         raise ConfigTypeError(f"Trainer(model=...): expected a torch nn.Module (e.g. a transformers model), got {_shown(model)}. Fix: {fix}")
-    if model_init is not None and not callable(model_init) or isinstance(model_init, nn.Module):
+    if (model_init is not None and not callable(model_init)) or isinstance(model_init, nn.Module):
         raise ConfigTypeError(
             f"Trainer(model_init=...): expected a callable that builds a model (taking no argument, or the trial), got "
             f"{_shown(model_init)}. Fix: pass the model itself as model=, or model_init=lambda: build_model()."
