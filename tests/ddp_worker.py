@@ -120,6 +120,17 @@ def trainer_run(out: str, world: int, accumulation: int, **options) -> dict:
     }
 
 
+def small_eval_run(out: str, world: int) -> dict:
+    """train() with an evaluation set of one batch (2 rows, batches of 3): process 1 has no evaluation batch.
+    The dry run at the start of train() must let it through (evaluate() copes), not call the set empty."""
+    from trainkit import Trainer
+
+    trainer = Trainer(model=tiny_token_bert(seed=3), args=_args(out, world, max_steps=2, eval_strategy="steps", eval_steps=2),
+                      data_collator=pad_collate, train_dataset=rows(32, 1), eval_dataset=rows(2, 2))
+    trainer.train()
+    return {"eval_loss": [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]}
+
+
 def fsdp_trainer_resume(out: str, world: int) -> dict:
     """trainer_run's FSDP run saved a checkpoint per epoch; a fresh sharded Trainer resumes from epoch 1's."""
     from trainkit import Trainer
@@ -244,6 +255,7 @@ def main() -> None:
                 _save(out, f"rank{r}-trainer-ga{k}", trainer_run(str(out / f"run-ga{k}"), world, k))
             _save(out, f"rank{r}-functional", functional_run(world))
             _save(out, f"rank{r}-uninterrupted", resume_run(str(out / "uninterrupted"), world))
+            _save(out, f"rank{r}-small-eval", small_eval_run(str(out / "small-eval"), world))
         elif scenario == "killed":
             resume_run(str(out / "resumed"), world, kill_at=5)
         elif scenario == "resume":

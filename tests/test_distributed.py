@@ -355,3 +355,10 @@ def test_rank_helpers_answer_from_the_environment_setup_read(monkeypatch):
     assert (dist.rank(), dist.world_size(), dist.local_rank(), dist.is_main_process(local=True)) == (3, 4, 1, False)
     monkeypatch.setattr(dist, "_launched", None)  # not set up by trainkit: torchrun's variables
     assert dist.local_rank() == 0
+
+
+def test_an_evaluation_set_smaller_than_the_processes_passes_the_dry_run(two_process_run):
+    """One evaluation batch for two processes: train() starts (its dry run skips the empty share), evaluates,
+    and both processes log the same eval_loss."""
+    losses = [json.loads((two_process_run / f"rank{r}-small-eval.json").read_text())["eval_loss"] for r in (0, 1)]
+    assert len(losses[0]) == 1 and losses[0] == losses[1]

@@ -536,11 +536,17 @@ class Trainer:
         return losses
 
     def _check_eval_batches(self) -> dict[str, float]:
+        if is_sharded(self.model) and self.args.world_size > 1:
+            # A sharded forward is a collective: evaluate() keeps the processes in lockstep; a one-batch
+            # check on each process's own share could not (a process without a batch would leave the others waiting).
+            return {}
         sets = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"": self.eval_dataset}
         losses = {}
         for name, dataset in sets.items():
             key = f"eval_{name}_loss" if name else "eval_loss"
             batch = next(iter(self.get_eval_dataloader(dataset)), None)
+            if batch is None and self.args.world_size > 1:
+                continue  # this process's share is empty (fewer batches than processes): legal, evaluate() copes
             if batch is None:
                 raise ConfigError(f"Trainer(eval_dataset{f'[{name!r}]' if name else ''}=...): the dataset gives no batch "
                                   "(is it empty?). Fix: check the split and any filter() applied to it.")
