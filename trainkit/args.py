@@ -55,7 +55,7 @@ import torch
 from trainkit.distributed import BACKENDS as _BACKENDS
 from trainkit.errors import ConfigError, ConfigTypeError, UnsupportedOptionError, closest_names
 from trainkit.optim import OPTIMIZER_NAMES
-from trainkit.schedules import _TAKES, SCHEDULE_NAMES
+from trainkit.schedules import SCHEDULE_NAMES, _foreign_keywords
 
 if TYPE_CHECKING:
     import transformers
@@ -691,14 +691,12 @@ def _problems(v: dict[str, Any]) -> list[str]:
     elif v["bf16"] is True and v["use_cpu"] is not True and torch.cuda.is_available() and not _cuda_bf16():
         bad("bf16=True", f"a device with bfloat16 support; {torch.cuda.get_device_name()} has none (compute capability < 8.0)",
             "pass fp16=True on this GPU, or use_cpu=True.")
-    if isinstance(v["lr_scheduler_kwargs"], dict) and v["lr_scheduler_type"] in _TAKES:
-        unknown = [k for k in v["lr_scheduler_kwargs"] if k not in _TAKES[v["lr_scheduler_type"]]]
-        if unknown:
-            takes = ", ".join(_TAKES[v["lr_scheduler_type"]]) or "none"
-            bad(f"lr_scheduler_kwargs={v['lr_scheduler_kwargs']!r} with lr_scheduler_type={v['lr_scheduler_type']!r}",
-                f"only the keywords {v['lr_scheduler_type']!r} takes ({takes}); {unknown[0]!r} is not one of them",
-                f"remove {unknown[0]!r}" + "".join(f" (taken by {', '.join(n for n in _TAKES if k in _TAKES[n])})"
-                                                   for k in unknown[:1] if any(k in t for t in _TAKES.values())) + ".")
+    foreign = _foreign_keywords(v["lr_scheduler_type"], v["lr_scheduler_kwargs"]) \
+        if isinstance(v["lr_scheduler_kwargs"], dict) and v["lr_scheduler_type"] in SCHEDULE_NAMES else None
+    if foreign is not None:
+        unknown, takes, fix = foreign
+        bad(f"lr_scheduler_kwargs={v['lr_scheduler_kwargs']!r} with lr_scheduler_type={v['lr_scheduler_type']!r}",
+            f"only the keywords {v['lr_scheduler_type']!r} takes: {takes}", fix)
     for kind in ("logging", "eval", "save"):
         name, steps = f"{kind}_steps", v[f"{kind}_steps"]
         if v[f"{kind}_strategy"] != "steps":

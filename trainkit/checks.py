@@ -265,14 +265,15 @@ def _forward_names(model: nn.Module) -> list[str]:
 
 def _missing_loss_hint(model: nn.Module, batch: Any, label_names: Iterable[str]) -> str | None:
     """Why the outputs hold no loss, when it can be told from the batch and the model."""
+    from trainkit.columns import check_batch
+
     inner, names = unwrap_model(model), _forward_names(model)
     keys = list(batch) if isinstance(batch, Mapping) else []
     wanted = [n for n in label_names if n not in keys]
-    for column in ("label", "label_ids"):
-        if column in keys and wanted and wanted[0] in names:
-            return (f"the batch has a {column!r} column, but the model takes {wanted[0]!r}, so it computed no loss. Fix: "
-                    f"dataset = dataset.rename_column({column!r}, {wanted[0]!r}), or let the default collator "
-                    f"(DataCollatorWithPadding / default_data_collator) rename it.")
+    try:  # a "label" column the collator did not rename: the columns module's own check names it
+        check_batch(batch, model, label_names=list(label_names))
+    except ConfigError as error:
+        return f"{str(error).removeprefix('check_batch: ')} Without labels, the model computed no loss."
     if not any("label" in n for n in names) and "start_positions" not in names:
         cls = model_class(inner).__name__
         suggestion = ""

@@ -305,6 +305,18 @@ def _build(where: str, name: str, warmup: int, total: int | None, kw: dict[str, 
 # --- public API -----------------------------------------------------------------------------------
 
 
+def _foreign_keywords(name: str, kwargs: dict[str, Any]) -> tuple[list[str], str, str] | None:
+    """The keywords in ``kwargs`` that schedule ``name`` does not take, what it takes, and the fix
+    (naming the schedules that take them); None when it takes them all. Shared by make_schedule and
+    TrainingArguments' validation, which refuses them before a run starts."""
+    unknown = [k for k in kwargs if k not in _TAKES[name]]
+    if not unknown:
+        return None
+    takes = ", ".join(_TAKES[name]) or "no scheduler-specific keyword"
+    others = {k: [n for n in SCHEDULE_NAMES if k in _TAKES[n]] for k in unknown}
+    return unknown, takes, "remove them" + "".join(f"; {k} is taken by {', '.join(v)}" for k, v in others.items() if v) + "."
+
+
 def make_schedule(name: str | Enum, *, num_warmup_steps: int = 0, num_training_steps: int | None = None,
                   **kwargs: Any) -> Schedule:
     """Return the pure schedule ``step -> lr multiplier`` that ``transformers`` calls ``name``.
@@ -353,12 +365,10 @@ def make_schedule(name: str | Enum, *, num_warmup_steps: int = 0, num_training_s
               "after each evaluation.")
     warmup = _steps(where, "num_warmup_steps", num_warmup_steps)
     total = None if num_training_steps is None else _steps(where, "num_training_steps", num_training_steps)
-    unknown = {k: v for k, v in kwargs.items() if k not in _TAKES[key]}
-    if unknown:
-        takes = ", ".join(_TAKES[key]) or "no scheduler-specific keyword"
-        others = {k: [n for n in SCHEDULE_NAMES if k in _TAKES[n]] for k in unknown}
-        _fail(where, ", ".join(unknown), unknown, f"only the keywords {key!r} takes: {takes}",
-              "remove them" + "".join(f"; {k} is taken by {', '.join(v)}" for k, v in others.items() if v) + ".")
+    foreign = _foreign_keywords(key, kwargs)
+    if foreign is not None:
+        unknown, takes, fix = foreign
+        _fail(where, ", ".join(unknown), {k: kwargs[k] for k in unknown}, f"only the keywords {key!r} takes: {takes}", fix)
     if total is None and key in _NEEDS_TOTAL:
         _fail(where, "num_training_steps", None, f"an int >= 0: {key!r} decays over the training steps",
               "pass num_training_steps=<total optimizer steps>.")

@@ -59,6 +59,7 @@ from trainkit.schedules import make_scheduler
 from trainkit.sharding import is_sharded, shard_model
 from trainkit.state import TrainState, init_state
 from trainkit.step import StepHooks, train_step
+from trainkit.step import _all_labels
 from trainkit.step import _logits_of as logits_of
 
 __all__ = ["Trainer"]
@@ -550,8 +551,8 @@ class Trainer:
             if batch is None:
                 raise ConfigError(f"Trainer(eval_dataset{f'[{name!r}]' if name else ''}=...): the dataset gives no batch "
                                   "(is it empty?). Fix: check the split and any filter() applied to it.")
-            has_labels = isinstance(batch, Mapping) and all(n in batch for n in self.label_names)
-            loss = dry_run(self._eval_state(), batch, label_names=self.label_names, require_loss=has_labels,
+            loss = dry_run(self._eval_state(), batch, label_names=self.label_names,
+                           require_loss=_all_labels(batch, self.label_names) is not None,
                            where=f"the first evaluation batch{f' of {name!r}' if name else ''}", **self._eval_loss_options(None))
             if loss is not None:
                 losses[key] = loss
