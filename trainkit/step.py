@@ -178,7 +178,7 @@ def _num_samples(batch: Any) -> int:
 def _count_items(batch: Any, labels: torch.Tensor | None, shift: bool, samples: int) -> int:
     """Label items the model's mean loss divides by: ``labels`` (the batch's, from :func:`_labels_of`)
     != -100, shifted for causal LMs; the ``samples`` when there are no labels."""
-    shifted = batch.get("shift_labels") if labels is not None or isinstance(batch, Mapping) else None
+    shifted = batch.get("shift_labels") if isinstance(batch, Mapping) else None
     if isinstance(shifted, torch.Tensor):
         return _not_ignored(shifted)
     if labels is None:

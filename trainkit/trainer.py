@@ -16,6 +16,7 @@ raise instead of being ignored.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 import time
@@ -396,8 +397,7 @@ class Trainer:
             raise ConfigError("Trainer.train() needs a train_dataset; pass Trainer(train_dataset=...).")
         sized = tkdata.has_length(self.train_dataset)
         if sized:
-            check_train_dataset(self.train_dataset, batch_size=args.train_batch_size, world_size=args.world_size,
-                                drop_last=args.dataloader_drop_last)
+            self._check_train_dataset()
         plan = tkdata.plan_steps(
             num_batches=tkdata.num_batches(len(self.train_dataset), args.train_batch_size, drop_last=args.dataloader_drop_last,
                                            world_size=args.world_size) if sized else None,
@@ -435,17 +435,18 @@ class Trainer:
         ignore_keys: list[str] | None, *, seen: int = 0,
     ) -> TrainState:
         """One epoch of windows through train_step, with transformers' events, logging, evaluation and saving."""
-        args, loss_options = self.args, self._loss_options()
+        args = self.args
+        step = functools.partial(train_step, max_grad_norm=args.max_grad_norm, label_names=self.label_names,
+                                 on_nonfinite=args.on_nonfinite, **self._loss_options())
         hooks = step_hooks(self.callback_handler.callbacks, self._fire)
         self.callback_handler.train_dataloader = batches
         self._fire("on_epoch_begin")
         for window in tkdata.windows(batches, args.gradient_accumulation_steps):
             self._fire("on_step_begin")
             if self._first_step_checked:
-                state, out = train_step(state, window, max_grad_norm=args.max_grad_norm, label_names=self.label_names, hooks=hooks,
-                                        on_nonfinite=args.on_nonfinite, **loss_options)
+                state, out = step(state, window, hooks=hooks)
             else:  # the first step is the dry run: a failure (before any update) is explained in terms of the batch
-                state, out = self._first_step(state, window, hooks, loss_options)
+                state, out = self._first_step(step, state, window, hooks)
             if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.LambdaLR) and not out.skipped:
                 # The rate comes from the schedule read out of the LambdaLR; the object is stepped as
                 # transformers does only so that last_epoch and get_last_lr() (read by callbacks) follow.
@@ -468,7 +469,7 @@ class Trainer:
         self._maybe_log_evaluate_save(losses, ignore_keys)
         return state
 
-    def _first_step(self, state: TrainState, window: list[Any], hooks: StepHooks, loss_options: dict[str, Any]) -> Any:
+    def _first_step(self, step: Callable[..., Any], state: TrainState, window: list[Any], hooks: StepHooks) -> Any:
         """train()'s first step, whose failure (before any update) first_batch_checked explains in terms of the
         batch; once a callback has fired inside the step, an error is the callback's own and passes unchanged."""
         fired: list[bool] = []
@@ -479,8 +480,7 @@ class Trainer:
         hooks = StepHooks(**{name: watched(hook) for name, hook in attrs.asdict(hooks, recurse=False).items()})
         self._first_step_checked = True
         return first_batch_checked(
-            lambda: train_step(state, window, max_grad_norm=self.args.max_grad_norm, label_names=self.label_names, hooks=hooks,
-                               on_nonfinite=self.args.on_nonfinite, **loss_options),
+            lambda: step(state, window, hooks=hooks),
             model=self.model, batch=window[0], label_names=self.label_names, where="the first training batch",
             unless=lambda: bool(fired),
         )
@@ -527,14 +527,18 @@ class Trainer:
         losses: dict[str, float] = {}
         if self.train_dataset is not None:
             if tkdata.has_length(self.train_dataset):
-                check_train_dataset(self.train_dataset, batch_size=self.args.train_batch_size, world_size=self.args.world_size,
-                                    drop_last=self.args.dataloader_drop_last)
+                self._check_train_dataset()
             batch = next(iter(self.get_train_dataloader(epoch=0)))
             losses["train_loss"] = dry_run(self._eval_state(), batch, label_names=self.label_names,
                                            where="the first training batch", **self._loss_options())
         if self.eval_dataset is not None:
             losses.update(self._check_eval_batches())
         return losses
+
+    def _check_train_dataset(self) -> None:
+        args = self.args
+        check_train_dataset(self.train_dataset, batch_size=args.train_batch_size, world_size=args.world_size,
+                            drop_last=args.dataloader_drop_last)
 
     def _check_eval_batches(self) -> dict[str, float]:
         if is_sharded(self.model) and self.args.world_size > 1:
