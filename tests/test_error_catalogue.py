@@ -433,3 +433,57 @@ def test_on_nonfinite_skip_skips_the_update_and_trains_on(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
     with pytest.raises(ConfigError, match="on_nonfinite='ignore'"):
         _args(tmp_path, on_nonfinite="ignore")
+
+
+# --- properties of the pieces ------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.strategies import mlp_batch, seeds  # noqa: E402
+
+
+@given(rows=st.integers(0, 40), batch=st.integers(1, 16), world=st.integers(1, 4), drop_last=st.booleans())
+def test_check_train_dataset_refuses_exactly_the_sets_without_a_batch(rows, batch, world, drop_last):
+    """Property: check_train_dataset raises (naming the rows and the fix) exactly when no batch can be made:
+    an empty set, or fewer rows than one global batch with drop_last; otherwise it returns None."""
+    from trainkit.checks import check_train_dataset
+    from trainkit.data import num_batches
+
+    no_batch = rows == 0 or num_batches(rows, batch, drop_last=drop_last, world_size=world) == 0
+    if no_batch:
+        with pytest.raises(ConfigError, match="Fix:"):
+            check_train_dataset(list(range(rows)), batch_size=batch, world_size=world, drop_last=drop_last)
+    else:
+        assert check_train_dataset(list(range(rows)), batch_size=batch, world_size=world, drop_last=drop_last) is None
+
+
+@given(seed=seeds, rows=st.integers(1, 9), dropout=st.sampled_from([0.0, 0.5]))
+def test_dry_run_is_the_eval_loss_and_changes_nothing(seed, rows, dropout):
+    """Property: dry_run returns the batch's loss in eval mode (dropout off), and leaves the parameters,
+    the global RNG and every module's mode exactly as they were."""
+    from tests.strategies import mlp
+    from trainkit import dry_run, init_state
+
+    model = mlp(seed=seed % 5, dropout=dropout)
+    batch = mlp_batch(seed, rows)
+    state = init_state(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    params, rng = [p.detach().clone() for p in model.parameters()], torch.get_rng_state()
+    loss = dry_run(state, batch, label_names=["labels"], where="the batch")
+    model.eval()
+    with torch.no_grad():
+        expected = model(**batch)["loss"].item()
+    model.train()
+    assert loss == expected
+    assert all(torch.equal(a, b) for a, b in zip(params, model.parameters())) and torch.equal(rng, torch.get_rng_state())
+    assert all(m.training for m in model.modules())
+
+
+@given(shapes=st.lists(st.lists(st.integers(1, 5), min_size=1, max_size=3), min_size=1, max_size=4))
+def test_describe_batch_names_every_column_with_its_shape(shapes):
+    """Property: describe_batch names every column of a batch with its shape and dtype."""
+    from trainkit.checks import describe_batch
+
+    batch = {f"c{i}": torch.zeros(shape, dtype=torch.int64 if i % 2 else torch.float32) for i, shape in enumerate(shapes)}
+    text = describe_batch(batch)
+    assert all(f"'{k}': {tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" in text for k, v in batch.items())

@@ -394,7 +394,7 @@ def dry_run(state: Any, batch: Any, *, label_names: Iterable[str], where: str, l
     if out.loss is None:
         missing = _MissingLossError("the model's output has no 'loss'", output_keys=_output_keys(model, batch))
         raise explain_batch_failure(missing, model=model, batch=batch, label_names=names, where=where)
-    return float(out.loss.float().mean())
+    return float(out.loss.mean())  # in the loss's own precision (float64 stays exact)
 
 
 def _output_keys(model: nn.Module, batch: Any) -> list[str]:
